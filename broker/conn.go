@@ -1,0 +1,347 @@
+package broker
+
+import (
+	"errors"
+	"io"
+	"net"
+	"os"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// conn is one client connection. Its reader goroutine (serve) owns the
+// inbound side and every piece of state below the "reader" mark; a writer
+// goroutine exists only while there is something to write (flush), so an
+// idle connection holds one parked goroutine and no buffers.
+type conn struct {
+	srv *Server
+	nc  net.Conn
+	rd  *packet.Reader
+
+	// reader
+	version   packet.Version
+	clientID  string
+	info      ClientInfo
+	sess      *session
+	keepAlive time.Duration
+	will      *packet.Will
+	aliasesIn map[uint16]string
+	// the client's own limits (5.0 CONNECT properties)
+	clientMaxPacket int
+	clientAliasMax  uint16
+	requestProblem  bool
+	// graceful is set by a DISCONNECT that asks for no will.
+	graceful bool
+	// established is set once the CONNACK is queued; other goroutines may
+	// then read version.
+	established atomic.Bool
+
+	// writer: everything below is guarded by wmu
+	wmu       sync.Mutex
+	wq        []outItem
+	spare     []outItem
+	wqBytes   int
+	flushing  bool
+	closing   bool // no more enqueues; the socket closes once wq is written
+	closed    bool
+	aliasOut  map[string]uint16 // owned by the flushing goroutine
+	aliasNext uint16
+}
+
+// outItem is one packet waiting in a connection's write queue: a control
+// packet, a compact acknowledgement, or a message delivery.
+type outItem struct {
+	pkt  packet.Packet
+	ack  packet.Type
+	id   uint16
+	code packet.ReasonCode
+	m    outMsg
+}
+
+func newConn(s *Server, nc net.Conn) *conn {
+	return &conn{srv: s, nc: nc, rd: packet.NewReader(nc, s.cfg.MaxPacketSize)}
+}
+
+// serve runs the connection to its end. A panic while handling this
+// connection's input closes only this connection.
+func (c *conn) serve() {
+	defer func() {
+		if r := recover(); r != nil {
+			c.srv.stats.Panics.Add(1)
+			c.srv.log.Error("panic in connection; closing it", "client_id", c.clientID,
+				"remote", c.nc.RemoteAddr().String(), "panic", r, "stack", string(debug.Stack()))
+			c.closeNow()
+		}
+		c.teardown()
+	}()
+	if !c.handshake() {
+		return
+	}
+	for {
+		if c.keepAlive > 0 {
+			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+		}
+		pk, err := c.rd.ReadPacket()
+		if err != nil {
+			c.readFailed(err)
+			return
+		}
+		if err := c.handle(pk); err != nil {
+			if err != errDisconnected {
+				c.fail(err)
+			}
+			return
+		}
+	}
+}
+
+// readFailed ends the connection after a read error: a malformed or
+// oversized packet gets its reason code (5.0), a keep-alive timeout 0x8D.
+func (c *conn) readFailed(err error) {
+	var perr *packet.Error
+	switch {
+	case errors.As(err, &perr):
+		c.fail(err)
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		c.srv.log.Info("keep-alive expired", "client_id", c.clientID)
+		c.disconnect(packet.KeepAliveTimeout)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		c.closeNow()
+	default:
+		c.srv.log.Debug("read failed", "client_id", c.clientID, "err", err)
+		c.closeNow()
+	}
+}
+
+// fail ends the connection for a protocol violation: 5.0 clients get
+// DISCONNECT with the reason code ([MQTT-4.13.1-1]); 3.1.1 clients are closed.
+func (c *conn) fail(err error) {
+	code := packet.CodeOf(err)
+	c.srv.stats.ProtocolErrors.Add(1)
+	c.srv.log.Info("closing connection", "client_id", c.clientID, "remote", c.nc.RemoteAddr().String(),
+		"reason_code", byte(code), "err", err)
+	c.disconnect(code)
+}
+
+// disconnect sends a 5.0 client DISCONNECT with code and closes; a 3.1.1
+// client (which has no server DISCONNECT) is closed at once.
+func (c *conn) disconnect(code packet.ReasonCode) {
+	if c.established.Load() && c.version == packet.V5 {
+		c.enqueueClose(&packet.Disconnect{ReasonCode: code})
+		return
+	}
+	c.closeNow()
+}
+
+// enqueueClose queues a last packet, after which the connection closes.
+func (c *conn) enqueueClose(pk packet.Packet) {
+	c.wmu.Lock()
+	if c.closing {
+		c.wmu.Unlock()
+		return
+	}
+	c.wq = append(c.wq, outItem{pkt: pk})
+	c.closing = true
+	start := !c.flushing
+	c.flushing = true
+	c.wmu.Unlock()
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	if start {
+		go c.flush()
+	}
+}
+
+// closeNow closes the socket; the reader goroutine then tears down.
+func (c *conn) closeNow() {
+	c.wmu.Lock()
+	c.closing = true
+	already := c.closed
+	c.closed = true
+	c.wmu.Unlock()
+	if !already {
+		c.nc.Close()
+	}
+}
+
+// enqueue adds a control packet to the write queue.
+func (c *conn) enqueue(it outItem) {
+	c.wmu.Lock()
+	if c.closing {
+		c.wmu.Unlock()
+		return
+	}
+	c.wq = append(c.wq, it)
+	start := !c.flushing
+	c.flushing = true
+	c.wmu.Unlock()
+	if start {
+		go c.flush()
+	}
+}
+
+// enqueueAck queues PUBACK, PUBREC, PUBREL or PUBCOMP without allocating.
+func (c *conn) enqueueAck(t packet.Type, id uint16, code packet.ReasonCode) {
+	c.enqueue(outItem{ack: t, id: id, code: code})
+}
+
+// enqueuePublish queues one delivery. A QoS 0 message that finds the write
+// queue over its byte bound is dropped and counted (a slow consumer must not
+// grow memory); QoS 1/2 deliveries are bounded by the in-flight window.
+// It reports whether the delivery was queued.
+func (c *conn) enqueuePublish(o outMsg) bool {
+	n := o.msg.size()
+	c.wmu.Lock()
+	if c.closing || (o.qos == 0 && c.wqBytes+n > c.srv.cfg.WriteQueueBytes) {
+		c.wmu.Unlock()
+		if o.qos == 0 {
+			c.srv.stats.DroppedQoS0.Add(1)
+		}
+		return false
+	}
+	c.wq = append(c.wq, outItem{m: o})
+	c.wqBytes += n
+	start := !c.flushing
+	c.flushing = true
+	c.wmu.Unlock()
+	if start {
+		go c.flush()
+	}
+	return true
+}
+
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// flush is the writer: it drains the queue into one buffer per batch and
+// makes one write call per batch, then exits when the queue is empty.
+func (c *conn) flush() {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for {
+		c.wmu.Lock()
+		q := c.wq
+		if len(q) == 0 {
+			c.flushing = false
+			closeAfter := c.closing && !c.closed
+			if closeAfter {
+				c.closed = true
+			}
+			if cap(q) > 256 {
+				c.wq, c.spare = nil, nil
+			}
+			c.wmu.Unlock()
+			if closeAfter {
+				c.nc.Close()
+			}
+			return
+		}
+		c.wq, c.spare = c.spare[:0], nil
+		c.wqBytes = 0
+		c.wmu.Unlock()
+
+		buf := (*bp)[:0]
+		for i := range q {
+			buf = c.encode(buf, &q[i])
+			if len(buf) >= 64<<10 {
+				if !c.write(buf) {
+					break
+				}
+				buf = buf[:0]
+			}
+		}
+		if len(buf) > 0 {
+			c.write(buf)
+		}
+		*bp = buf[:0]
+		clear(q)
+		c.wmu.Lock()
+		c.spare = q[:0]
+		c.wmu.Unlock()
+	}
+}
+
+// write sends one batch; a failed write closes the connection.
+func (c *conn) write(b []byte) bool {
+	if c.srv.cfg.WriteTimeout > 0 {
+		c.nc.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+	}
+	n, err := c.nc.Write(b)
+	c.srv.stats.BytesOut.Add(int64(n))
+	if err != nil {
+		c.closeNow()
+		return false
+	}
+	return true
+}
+
+// encode appends one queued item in the connection's protocol version.
+func (c *conn) encode(buf []byte, it *outItem) []byte {
+	var err error
+	switch {
+	case it.m.msg != nil:
+		return c.encodePublish(buf, &it.m)
+	case it.ack != 0:
+		a := packet.Ack{PacketType: it.ack, PacketID: it.id, ReasonCode: it.code}
+		buf, err = a.Append(buf, c.version)
+	default:
+		buf, err = it.pkt.Append(buf, c.version)
+	}
+	if err != nil {
+		c.srv.log.Error("encode failed", "client_id", c.clientID, "err", err)
+	}
+	return buf
+}
+
+// encodePublish appends one PUBLISH for this subscriber: its QoS, packet id,
+// retain flag, subscription identifiers, remaining expiry and topic alias.
+func (c *conn) encodePublish(buf []byte, o *outMsg) []byte {
+	m := o.msg
+	p := packet.Publish{Topic: m.Topic, Payload: m.Payload, QoS: o.qos, Retain: o.retain, Dup: o.dup, PacketID: o.packetID}
+	if c.version == packet.V5 {
+		p.Properties = m.Props
+		p.Properties.SubscriptionIDs = o.subIDs
+		if m.ExpiresAt != 0 {
+			left := (m.ExpiresAt - time.Now().UnixNano() + int64(time.Second) - 1) / int64(time.Second)
+			p.Properties.MessageExpiry = uint32(max(left, 1))
+			p.Properties.Set(packet.PropMessageExpiry)
+		}
+		c.outboundAlias(&p)
+	}
+	start := len(buf)
+	buf, err := p.Append(buf, c.version)
+	if err != nil {
+		c.srv.log.Error("encode failed", "client_id", c.clientID, "topic", m.Topic, "err", err)
+		return buf[:start]
+	}
+	c.srv.stats.MessagesOut.Add(1)
+	return buf
+}
+
+// outboundAlias replaces the topic with an alias the client allowed
+// ([MQTT-3.3.2-7]): a known topic goes as alias only, a new one as topic plus
+// a freshly assigned alias while aliases remain.
+func (c *conn) outboundAlias(p *packet.Publish) {
+	limit := min(c.clientAliasMax, c.srv.cfg.OutboundTopicAliases)
+	if limit == 0 {
+		return
+	}
+	if a, ok := c.aliasOut[p.Topic]; ok {
+		p.Properties.TopicAlias = a
+		p.Properties.Set(packet.PropTopicAlias)
+		p.Topic = ""
+		return
+	}
+	if c.aliasNext >= limit {
+		return
+	}
+	if c.aliasOut == nil {
+		c.aliasOut = make(map[string]uint16)
+	}
+	c.aliasNext++
+	c.aliasOut[p.Topic] = c.aliasNext
+	p.Properties.TopicAlias = c.aliasNext
+	p.Properties.Set(packet.PropTopicAlias)
+}

@@ -1,0 +1,252 @@
+package broker
+
+import (
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// sessionLifetime says whether a CONNECT asks for a session that outlives
+// the connection, and for how long (seconds after disconnect).
+func (s *Server) sessionLifetime(cp *packet.Connect) (persistent bool, expiry uint32) {
+	if cp.Version < packet.V5 {
+		if cp.CleanStart {
+			return false, 0
+		}
+		expiry = expiryNever
+	} else {
+		expiry = cp.Properties.SessionExpiry
+	}
+	if max := s.cfg.MaxSessionExpiry; max > 0 && expiry > max {
+		expiry = max
+	}
+	return expiry > 0, expiry
+}
+
+// attach binds an authenticated connection to its session: a live
+// connection with the same client id is taken over ([MQTT-3.1.4-3], 0x8E in
+// 5.0), Clean Start discards the old session ([MQTT-3.1.2-4]), otherwise the
+// session resumes ([MQTT-3.1.2-5]) with its in-flight messages resent. The
+// CONNACK is queued before anything the session sends.
+func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack) (*session, bool) {
+	persistent, expiry := s.sessionLifetime(cp)
+	var ended *session
+	s.mu.Lock()
+	ss := s.sessions[cp.ClientID]
+	present := false
+	if ss != nil {
+		ss.mu.Lock()
+		if oc := ss.conn; oc != nil {
+			ss.conn = nil
+			oc.disconnect(packet.SessionTakenOver)
+		}
+		if cp.CleanStart {
+			s.endSessionLocked(ss)
+			ss.mu.Unlock()
+			ended, ss = ss, nil
+		} else {
+			present = true
+		}
+	}
+	if ss == nil {
+		ss = newSession(s, cp.ClientID)
+		ss.mu.Lock()
+		s.sessions[cp.ClientID] = ss
+	}
+	c.sess = ss
+	s.mu.Unlock()
+
+	ss.version = c.version
+	ss.info = c.info
+	ss.persistent = persistent
+	ss.expiry = expiry
+	if ss.expiryTimer != nil {
+		ss.expiryTimer.Stop()
+		ss.expiryTimer = nil
+	}
+	// [MQTT-3.1.3-9]: a new connection before the will delay passed cancels
+	// the will.
+	if ss.willTimer != nil {
+		ss.willTimer.Stop()
+		ss.willTimer, ss.pendingWill = nil, nil
+	}
+	ss.sendQuota = int(s.cfg.MaxInflight)
+	if c.version == packet.V5 && cp.Properties.Has(packet.PropReceiveMaximum) {
+		ss.sendQuota = int(min(cp.Properties.ReceiveMaximum, s.cfg.MaxInflight))
+	}
+	ack.SessionPresent = present
+	c.established.Store(true)
+	c.enqueue(outItem{pkt: ack})
+	ss.resume(c)
+	ss.mu.Unlock()
+	if ended != nil {
+		s.sessionEnded(ended)
+	}
+	return ss, present
+}
+
+// teardown runs once when the reader goroutine ends: it publishes or
+// schedules the will and detaches the session, which ends now or expires
+// later.
+func (c *conn) teardown() {
+	c.wmu.Lock()
+	closing := c.closing
+	c.wmu.Unlock()
+	if !closing {
+		c.closeNow()
+	}
+	c.rd.Release()
+	ss := c.sess
+	if ss == nil {
+		return
+	}
+	s := c.srv
+	s.stats.Connected.Add(-1)
+	var will *Message
+	var willDelay time.Duration
+	if c.will != nil && !c.graceful {
+		will = willMessage(c.will, c.clientID, time.Now())
+		willDelay = time.Duration(c.will.Properties.WillDelay) * time.Second
+	}
+
+	ss.mu.Lock()
+	if ss.conn != c {
+		// Taken over. The will goes now unless the session lives on in the
+		// new connection and the will had a delay.
+		keep := !ss.ended && willDelay > 0
+		ss.mu.Unlock()
+		if will != nil && !keep {
+			s.publish(will)
+		}
+		return
+	}
+	ss.conn = nil
+	if !ss.persistent {
+		ss.mu.Unlock()
+		s.removeSession(ss)
+		if will != nil {
+			s.publish(will)
+		}
+		return
+	}
+	if will != nil {
+		if ss.expiry != expiryNever {
+			willDelay = min(willDelay, time.Duration(ss.expiry)*time.Second)
+		}
+		if willDelay <= 0 {
+			ss.mu.Unlock()
+			s.publish(will)
+			ss.mu.Lock()
+		} else {
+			ss.pendingWill = will
+			ss.willTimer = time.AfterFunc(willDelay, func() { s.fireWill(ss) })
+		}
+	}
+	if ss.expiry != expiryNever && ss.conn == nil && !ss.ended {
+		d := time.Duration(ss.expiry) * time.Second
+		ss.expiryTimer = time.AfterFunc(d, func() { s.expireSession(ss) })
+	}
+	ss.mu.Unlock()
+}
+
+// fireWill publishes a delayed will unless a connection resumed the session
+// first.
+func (s *Server) fireWill(ss *session) {
+	ss.mu.Lock()
+	will := ss.pendingWill
+	ss.pendingWill, ss.willTimer = nil, nil
+	ss.mu.Unlock()
+	if will != nil {
+		s.publish(will)
+	}
+}
+
+// expireSession ends an offline session whose expiry interval passed.
+func (s *Server) expireSession(ss *session) {
+	ss.mu.Lock()
+	offline := ss.conn == nil && !ss.ended
+	ss.mu.Unlock()
+	if offline {
+		s.removeSession(ss)
+	}
+}
+
+// removeSession ends ss if it is still registered and offline.
+func (s *Server) removeSession(ss *session) {
+	s.mu.Lock()
+	if s.sessions[ss.id] != ss {
+		s.mu.Unlock()
+		return
+	}
+	ss.mu.Lock()
+	if ss.conn != nil || ss.ended {
+		ss.mu.Unlock()
+		s.mu.Unlock()
+		return
+	}
+	s.endSessionLocked(ss)
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	s.sessionEnded(ss)
+}
+
+// endSessionLocked unregisters ss and its subscriptions. Caller holds s.mu
+// and ss.mu; sessionEnded must follow once both are released.
+func (s *Server) endSessionLocked(ss *session) {
+	ss.ended = true
+	if s.sessions[ss.id] == ss {
+		delete(s.sessions, ss.id)
+	}
+	for _, sub := range ss.subs {
+		s.subs.Remove(sub.Real, sub.Group, ss.id)
+	}
+	if ss.expiryTimer != nil {
+		ss.expiryTimer.Stop()
+		ss.expiryTimer = nil
+	}
+}
+
+// sessionEnded finishes ending a session outside the locks: a will still
+// waiting for its delay is published now (the session's end cuts the delay
+// short, [MQTT-3.1.3-9]), and messages it held through shared subscriptions
+// go to other members of their groups.
+func (s *Server) sessionEnded(ss *session) {
+	ss.mu.Lock()
+	will := ss.pendingWill
+	if ss.willTimer != nil {
+		ss.willTimer.Stop()
+	}
+	ss.willTimer, ss.pendingWill = nil, nil
+	orphans := ss.sharedOrphans()
+	ss.mu.Unlock()
+	if will != nil {
+		s.publish(will)
+	}
+	s.redistribute(orphans)
+}
+
+// stopTimers stops every session timer (on Close).
+func (s *Server) stopTimers() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, ss := range s.sessions {
+		ss.mu.Lock()
+		if ss.expiryTimer != nil {
+			ss.expiryTimer.Stop()
+		}
+		if ss.willTimer != nil {
+			ss.willTimer.Stop()
+		}
+		ss.mu.Unlock()
+	}
+}
+
+// willMessage builds the message a will publishes.
+func willMessage(w *packet.Will, origin string, now time.Time) *Message {
+	m := &Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Origin: origin}
+	copyPassThrough(&m.Props, &w.Properties)
+	if w.Properties.Has(packet.PropMessageExpiry) {
+		m.ExpiresAt = now.Add(time.Duration(w.Properties.MessageExpiry) * time.Second).UnixNano()
+	}
+	return m
+}

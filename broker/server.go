@@ -1,0 +1,205 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"syscall"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/broker/topic"
+)
+
+// ErrClosed is returned by Serve after Close.
+var ErrClosed = errors.New("broker: server closed")
+
+// Options are the collaborators of a Server; every one may be nil.
+type Options struct {
+	Logger *slog.Logger
+	// Auth authenticates CONNECTs; nil admits everyone.
+	Auth Authenticator
+	// ACL authorizes publishes and subscriptions; nil allows everything.
+	ACL Authorizer
+	// Store persists sessions, their queues and the retained set; nil keeps
+	// everything in memory only.
+	Store Store
+}
+
+// Server is one MQTT broker: it accepts connections on any number of
+// listeners and routes messages between their clients.
+type Server struct {
+	cfg   Config
+	log   *slog.Logger
+	auth  Authenticator
+	acl   Authorizer
+	store Store
+	lim   packet.Limits
+
+	subs     *topic.Trie[subValue]
+	retained *retainedSet
+	shares   shareState
+
+	mu        sync.Mutex
+	sessions  map[string]*session
+	listeners map[net.Listener]struct{}
+	conns     map[*conn]struct{}
+	closed    bool
+	wg        sync.WaitGroup
+
+	stats Stats
+	start time.Time
+}
+
+// Stats are the broker's counters, read with atomic loads.
+type Stats struct {
+	ConnectionsTotal atomic.Int64
+	Connected        atomic.Int64
+	MessagesIn       atomic.Int64
+	MessagesOut      atomic.Int64
+	BytesIn          atomic.Int64
+	BytesOut         atomic.Int64
+	DroppedQoS0      atomic.Int64 // slow consumer: QoS 0 dropped from a full write queue
+	DroppedQueueFull atomic.Int64 // session queue full
+	DroppedExpired   atomic.Int64 // message expiry passed before delivery
+	DroppedTooLarge  atomic.Int64 // larger than the client's Maximum Packet Size
+	ProtocolErrors   atomic.Int64
+	Panics           atomic.Int64
+}
+
+// New builds a server. It does not listen yet: call Serve.
+func New(cfg Config, opts Options) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{
+		cfg:       cfg,
+		log:       log.With("component", "broker"),
+		auth:      opts.Auth,
+		acl:       opts.ACL,
+		store:     opts.Store,
+		subs:      topic.New[subValue](),
+		retained:  newRetainedSet(),
+		sessions:  make(map[string]*session),
+		listeners: make(map[net.Listener]struct{}),
+		conns:     make(map[*conn]struct{}),
+		start:     time.Now(),
+	}
+	s.lim = packet.DefaultLimits()
+	s.lim.MaxPacketSize = cfg.MaxPacketSize
+	s.lim.TopicAliasMaximum = cfg.TopicAliasMaximum
+	s.lim.MaxTopicLevels = cfg.MaxTopicLevels
+	s.lim.MaxClientIDLen = cfg.MaxClientIDLen
+	s.lim.ReceiveMaximum = cfg.ReceiveMaximum
+	s.shares.init()
+	if s.store != nil {
+		if err := s.restore(); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Stats returns the live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
+
+// Serve accepts connections on ln until Close. It always returns a non-nil
+// error; after Close it is ErrClosed.
+func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ln.Close()
+		return ErrClosed
+	}
+	s.listeners[ln] = struct{}{}
+	s.mu.Unlock()
+	var backoff time.Duration
+	for {
+		nc, err := ln.Accept()
+		if err != nil {
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed {
+				return ErrClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, syscall.EMFILE) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				s.log.Warn("accept failed; retrying", "err", err, "backoff", backoff)
+				time.Sleep(backoff)
+				continue
+			}
+			return err
+		}
+		backoff = 0
+		s.accept(nc)
+	}
+}
+
+// accept starts the goroutine that owns one new connection.
+func (s *Server) accept(nc net.Conn) {
+	c := newConn(s, nc)
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.conns[c] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+	s.stats.ConnectionsTotal.Add(1)
+	go func() {
+		defer s.wg.Done()
+		c.serve()
+		s.mu.Lock()
+		delete(s.conns, c)
+		s.mu.Unlock()
+	}()
+}
+
+// Close stops the listeners, disconnects every client (5.0 clients get
+// DISCONNECT 0x8B) and waits for their goroutines until ctx ends.
+func (s *Server) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	for ln := range s.listeners {
+		ln.Close()
+	}
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.disconnect(packet.ServerShuttingDown)
+	}
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	var err error
+	select {
+	case <-done:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	s.stopTimers()
+	if s.store != nil {
+		if cerr := s.store.Close(); cerr != nil && err == nil {
+			err = cerr
+		}
+	}
+	return err
+}

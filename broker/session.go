@@ -1,0 +1,293 @@
+package broker
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// subValue is what the subscription trie stores for one subscription.
+type subValue struct {
+	sess  *session
+	opts  packet.SubOptions
+	subID uint32
+}
+
+// subscription is one entry of a session's subscription set.
+type subscription struct {
+	Filter string // as subscribed, with any $share prefix
+	Group  string
+	Real   string // the filter without the $share prefix
+	Opts   packet.SubOptions
+	SubID  uint32
+}
+
+// session is the state of one client id: its subscriptions, the messages on
+// their way to it and the QoS 2 packet ids it has sent us. It outlives its
+// connection when it is persistent.
+type session struct {
+	srv *Server
+	id  string
+
+	mu         sync.Mutex
+	conn       *conn
+	version    packet.Version
+	persistent bool
+	expiry     uint32 // seconds after disconnect; expiryNever for none
+	subs       map[string]subscription
+	nsubs      atomic.Int32 // len(subs), read by publishers without mu
+	info       ClientInfo
+	inflight   []outMsg // sent and unacknowledged, in sending order
+	queue      msgQueue // waiting for a free in-flight slot or for the client
+	sendQuota  int      // in-flight window of the current connection
+	nextID     uint16
+	// awaitingRel holds inbound QoS 2 packet ids delivered but not released.
+	awaitingRel map[uint16]struct{}
+	expiryTimer *time.Timer
+	willTimer   *time.Timer
+	pendingWill *Message // the will waiting for willTimer
+	ended       bool
+}
+
+func newSession(s *Server, id string) *session {
+	return &session{srv: s, id: id, subs: make(map[string]subscription)}
+}
+
+// deliver hands one message to the session: straight to the connection when
+// a slot in the in-flight window is free, into the bounded queue otherwise.
+func (ss *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32) {
+	ss.deliverVia(m, qos, retain, subIDs, nil)
+}
+
+// online reports whether a connection is attached.
+func (ss *session) online() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.conn != nil
+}
+
+// deliverVia is deliver for a message that came through a share group.
+func (ss *session) deliverVia(m *Message, qos byte, retain bool, subIDs []uint32, share *shareRef) {
+	o := outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.ended {
+		return
+	}
+	c := ss.conn
+	if c != nil && c.clientMaxPacket > 0 && estimateSize(m) > c.clientMaxPacket {
+		// [MQTT-3.1.2-25]: never send a packet above the client's maximum.
+		ss.srv.stats.DroppedTooLarge.Add(1)
+		return
+	}
+	if qos == 0 {
+		if c != nil {
+			c.enqueuePublish(o)
+		} else if ss.persistent && ss.srv.cfg.QueueQoS0 {
+			ss.push(o)
+		}
+		return
+	}
+	if c != nil && ss.queue.len() == 0 && len(ss.inflight) < ss.sendQuota {
+		ss.send(o)
+		return
+	}
+	ss.push(o)
+}
+
+// estimateSize bounds the encoded size of a message from above.
+func estimateSize(m *Message) int {
+	n := 16 + len(m.Topic) + len(m.Payload) + len(m.Props.ContentType) + len(m.Props.ResponseTopic) + len(m.Props.CorrelationData)
+	for _, u := range m.Props.UserProperties {
+		n += 5 + len(u.Key) + len(u.Value)
+	}
+	return n + 32
+}
+
+// send assigns a packet id and writes a QoS 1/2 message. Caller holds mu and
+// has checked that a connection and a window slot exist.
+func (ss *session) send(o outMsg) {
+	o.packetID = ss.newPacketID()
+	o.state = statePublish
+	ss.inflight = append(ss.inflight, o)
+	ss.conn.enqueuePublish(o)
+}
+
+// newPacketID returns a non-zero id not in flight ([MQTT-2.2.1-3]).
+func (ss *session) newPacketID() uint16 {
+	for {
+		ss.nextID++
+		if ss.nextID == 0 {
+			continue
+		}
+		free := true
+		for i := range ss.inflight {
+			if ss.inflight[i].packetID == ss.nextID {
+				free = false
+				break
+			}
+		}
+		if free {
+			return ss.nextID
+		}
+	}
+}
+
+// push appends to the queue within its bounds; a full queue drops the oldest
+// or the newest message by configuration, and counts the drop.
+func (ss *session) push(o outMsg) {
+	cfg := &ss.srv.cfg
+	n := o.msg.size()
+	for ss.queue.len() > 0 && (ss.queue.len() >= cfg.QueueMessages || ss.queue.bytes+n > cfg.QueueBytes) {
+		if !cfg.DropOldest {
+			ss.srv.stats.DroppedQueueFull.Add(1)
+			return
+		}
+		ss.queue.pop()
+		ss.srv.stats.DroppedQueueFull.Add(1)
+	}
+	ss.queue.push(o)
+}
+
+// refill moves queued messages into free in-flight slots. Caller holds mu.
+func (ss *session) refill() {
+	c := ss.conn
+	if c == nil {
+		return
+	}
+	now := time.Now().UnixNano()
+	for ss.queue.len() > 0 && len(ss.inflight) < ss.sendQuota {
+		o := ss.queue.pop()
+		if o.msg.expired(now) {
+			ss.srv.stats.DroppedExpired.Add(1)
+			continue
+		}
+		if o.qos == 0 {
+			c.enqueuePublish(o)
+			continue
+		}
+		ss.send(o)
+	}
+}
+
+// acknowledge handles PUBACK, PUBREC and PUBCOMP from the client. It reports
+// whether the packet id was in flight in the matching state.
+func (ss *session) acknowledge(t packet.Type, id uint16) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for i := range ss.inflight {
+		o := &ss.inflight[i]
+		if o.packetID != id {
+			continue
+		}
+		switch {
+		case t == packet.PUBACK && o.qos == 1,
+			t == packet.PUBCOMP && o.qos == 2 && o.state == stateRel:
+			ss.removeInflight(i)
+			return true
+		case t == packet.PUBREC && o.qos == 2:
+			o.state = stateRel
+			return true
+		}
+		return false
+	}
+	return false
+}
+
+// dropInflight forgets a QoS 1/2 delivery the client refused with a PUBACK
+// or PUBREC reason code of 0x80 or above ([MQTT-4.3.3-4]... the flow ends).
+func (ss *session) dropInflight(id uint16) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for i := range ss.inflight {
+		if ss.inflight[i].packetID == id {
+			ss.removeInflight(i)
+			return
+		}
+	}
+}
+
+// removeInflight ends the flow at index i and refills the window. Caller
+// holds mu.
+func (ss *session) removeInflight(i int) {
+	n := len(ss.inflight)
+	copy(ss.inflight[i:], ss.inflight[i+1:])
+	ss.inflight[n-1] = outMsg{}
+	ss.inflight = ss.inflight[:n-1]
+	ss.refill()
+}
+
+// resume attaches a new connection and resends what was in flight, in order,
+// with DUP set ([MQTT-4.4.0-1]), PUBREL for those already PUBRECed, then
+// fills the window from the queue. Caller holds mu.
+func (ss *session) resume(c *conn) {
+	ss.conn = c
+	now := time.Now().UnixNano()
+	kept := ss.inflight[:0]
+	for _, o := range ss.inflight {
+		if o.state == statePublish && o.msg.expired(now) && ss.version == packet.V5 {
+			ss.srv.stats.DroppedExpired.Add(1)
+			continue
+		}
+		kept = append(kept, o)
+	}
+	clear(ss.inflight[len(kept):])
+	ss.inflight = kept
+	for i := range ss.inflight {
+		o := &ss.inflight[i]
+		if o.state == stateRel {
+			c.enqueueAck(packet.PUBREL, o.packetID, packet.Success)
+			continue
+		}
+		o.dup = true
+		c.enqueuePublish(*o)
+	}
+	ss.refill()
+}
+
+// msgQueue is a FIFO ring of deliveries with a byte count.
+type msgQueue struct {
+	buf   []outMsg
+	head  int
+	n     int
+	bytes int
+}
+
+func (q *msgQueue) len() int { return q.n }
+
+func (q *msgQueue) push(o outMsg) {
+	if q.n == len(q.buf) {
+		nb := make([]outMsg, max(8, 2*len(q.buf)))
+		for i := 0; i < q.n; i++ {
+			nb[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = nb, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = o
+	q.n++
+	q.bytes += o.msg.size()
+}
+
+func (q *msgQueue) pop() outMsg {
+	o := q.buf[q.head]
+	q.buf[q.head] = outMsg{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	q.bytes -= o.msg.size()
+	if q.n == 0 {
+		q.head = 0
+		if len(q.buf) > 64 {
+			q.buf = nil
+		}
+	}
+	return o
+}
+
+// each calls fn for every queued delivery, oldest first.
+func (q *msgQueue) each(fn func(o *outMsg)) {
+	for i := 0; i < q.n; i++ {
+		fn(&q.buf[(q.head+i)%len(q.buf)])
+	}
+}

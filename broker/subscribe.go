@@ -1,0 +1,143 @@
+package broker
+
+import (
+	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/broker/topic"
+)
+
+// handleSubscribe grants or refuses each filter on its own ([MQTT-3.8.4-...]
+// per-filter reason codes), answers SUBACK, then sends the retained messages
+// the Retain Handling option asks for ([MQTT-3.3.1-9..11]).
+func (c *conn) handleSubscribe(p *packet.Subscribe) error {
+	cfg := &c.srv.cfg
+	if p.Properties.Has(packet.PropSubscriptionID) && !cfg.SubscriptionIdentifiers {
+		return &packet.Error{Code: packet.SubscriptionIdentifiersNotSupported, Reason: "subscription identifiers are disabled"}
+	}
+	var subID uint32
+	if len(p.Properties.SubscriptionIDs) > 0 {
+		subID = p.Properties.SubscriptionIDs[0]
+	}
+	ss := c.sess
+	codes := make([]packet.ReasonCode, len(p.Subscriptions))
+	type retainedReq struct {
+		filter string
+		opts   packet.SubOptions
+		qos    byte
+	}
+	var wantRetained []retainedReq
+	for i, sub := range p.Subscriptions {
+		code := c.grant(sub)
+		codes[i] = code
+		if code.IsError() {
+			continue
+		}
+		group, real, shared, _ := topic.ParseShare(sub.Filter)
+		sub.Options.QoS = byte(code)
+		ss.mu.Lock()
+		if ss.ended {
+			ss.mu.Unlock()
+			return errDisconnected // taken over with Clean Start meanwhile
+		}
+		_, existed := ss.subs[sub.Filter]
+		ss.subs[sub.Filter] = subscription{Filter: sub.Filter, Group: group, Real: real, Opts: sub.Options, SubID: subID}
+		ss.nsubs.Store(int32(len(ss.subs)))
+		// The trie changes under ss.mu so that a concurrent end of the
+		// session cannot leave the entry behind.
+		c.srv.subs.Add(real, group, ss.id, subValue{sess: ss, opts: sub.Options, subID: subID})
+		ss.mu.Unlock()
+		// Retained messages are not sent for shared subscriptions
+		// ([MQTT-3.8.4-...]); Retain Handling 1 sends them only for a new
+		// subscription, 2 never.
+		rh := sub.Options.RetainHandling
+		if !shared && (rh == 0 || rh == 1 && !existed) {
+			wantRetained = append(wantRetained, retainedReq{filter: real, opts: sub.Options, qos: byte(code)})
+		}
+	}
+	if c.version < packet.V5 {
+		for i, code := range codes {
+			if code.IsError() {
+				codes[i] = packet.UnspecifiedError // 3.1.1 has only 0x80 for failure
+			}
+		}
+	}
+	c.enqueue(outItem{pkt: &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}})
+	if ss.persistent && c.srv.store != nil {
+		c.srv.persistSession(ss)
+	}
+	for _, r := range wantRetained {
+		var ids []uint32
+		if subID != 0 {
+			ids = []uint32{subID}
+		}
+		for _, m := range c.srv.retained.match(r.filter) {
+			if c.srv.acl != nil && !c.srv.acl.CanRead(&c.info, m.Topic) {
+				continue
+			}
+			// [MQTT-3.3.1-8]... a retained message sent for a new
+			// subscription carries RETAIN 1.
+			ss.deliver(m, min(m.QoS, r.qos), true, ids)
+		}
+	}
+	return nil
+}
+
+// grant decides one filter: the granted QoS, or the failure reason code.
+func (c *conn) grant(sub packet.Subscription) packet.ReasonCode {
+	cfg := &c.srv.cfg
+	code := packet.FilterCode(sub, c.version, c.srv.lim)
+	if code.IsError() {
+		return code
+	}
+	group, real, shared, err := topic.ParseShare(sub.Filter)
+	if err != nil {
+		return packet.TopicFilterInvalid
+	}
+	_ = group
+	if shared && !cfg.SharedSubscriptions {
+		return packet.SharedSubscriptionsNotSupported
+	}
+	if !cfg.WildcardSubscriptions && hasWildcard(real) {
+		return packet.WildcardSubscriptionsNotSupported
+	}
+	if c.srv.acl != nil && !c.srv.acl.CanSubscribe(&c.info, sub.Filter) {
+		return packet.NotAuthorized
+	}
+	return packet.ReasonCode(min(sub.Options.QoS, cfg.MaximumQoS))
+}
+
+func hasWildcard(f string) bool {
+	for i := 0; i < len(f); i++ {
+		if f[i] == '+' || f[i] == '#' {
+			return true
+		}
+	}
+	return false
+}
+
+// handleUnsubscribe removes each filter; 5.0 gets a code per filter.
+func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
+	ss := c.sess
+	codes := make([]packet.ReasonCode, len(p.Filters))
+	for i, f := range p.Filters {
+		ss.mu.Lock()
+		sub, ok := ss.subs[f]
+		if ok {
+			delete(ss.subs, f)
+			ss.nsubs.Store(int32(len(ss.subs)))
+			c.srv.subs.Remove(sub.Real, sub.Group, ss.id)
+		}
+		ss.mu.Unlock()
+		if !ok {
+			codes[i] = packet.NoSubscriptionExisted
+		}
+	}
+	ack := &packet.Unsuback{PacketID: p.PacketID}
+	if c.version == packet.V5 {
+		ack.ReasonCodes = codes
+	}
+	c.enqueue(outItem{pkt: ack})
+	if ss.persistent && c.srv.store != nil {
+		c.srv.persistSession(ss)
+	}
+	return nil
+}
