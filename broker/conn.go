@@ -36,6 +36,8 @@ type conn struct {
 	requestProblem  bool
 	// graceful is set by a DISCONNECT that asks for no will.
 	graceful bool
+	// pending counts this connection's store writes not yet durable.
+	pending atomic.Int32
 	// established is set once the CONNACK is queued; other goroutines may
 	// then read version.
 	established atomic.Bool

@@ -93,28 +93,34 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 		return nil
 	}
 	m := newMessage(p, c.clientID, time.Now())
-	if p.QoS == 2 {
-		c.rememberRel(p.PacketID)
-	}
-	c.srv.publish(m)
 	switch p.QoS {
+	case 0:
+		c.srv.publish(m, c, nil, ackTo{})
 	case 1:
-		c.enqueueAck(packet.PUBACK, p.PacketID, packet.Success)
+		c.srv.publish(m, c, nil, ackTo{c: c, t: packet.PUBACK, id: p.PacketID})
 	case 2:
-		c.enqueueAck(packet.PUBREC, p.PacketID, packet.Success)
+		// Method B ([MQTT-4.3.3-...]): deliver now, remember the id until
+		// PUBREL so that a resent PUBLISH is not delivered twice.
+		var extra []StoreOp
+		if c.rememberRel(p.PacketID) {
+			extra = []StoreOp{{Kind: OpAddRel, ClientID: ss.id, PacketID: p.PacketID}}
+		}
+		c.srv.publish(m, c, extra, ackTo{c: c, t: packet.PUBREC, id: p.PacketID})
 	}
 	return nil
 }
 
-// rememberRel records an inbound QoS 2 packet id until its PUBREL.
-func (c *conn) rememberRel(id uint16) {
+// rememberRel records an inbound QoS 2 packet id until its PUBREL. It
+// reports whether the session is stored (the id must be written too).
+func (c *conn) rememberRel(id uint16) bool {
 	ss := c.sess
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	if ss.awaitingRel == nil {
 		ss.awaitingRel = make(map[uint16]struct{})
 	}
 	ss.awaitingRel[id] = struct{}{}
-	ss.mu.Unlock()
+	return ss.stored()
 }
 
 // resolveAlias applies a 5.0 Topic Alias ([MQTT-3.3.2-12]): a topic with an
@@ -143,31 +149,38 @@ func (c *conn) resolveAlias(p *packet.Publish) error {
 // handleAck processes PUBACK, PUBREC, PUBREL and PUBCOMP.
 func (c *conn) handleAck(a *packet.Ack) error {
 	ss := c.sess
+	id := a.PacketID
 	switch a.PacketType {
 	case packet.PUBREL:
 		ss.mu.Lock()
-		_, ok := ss.awaitingRel[a.PacketID]
-		delete(ss.awaitingRel, a.PacketID)
+		_, ok := ss.awaitingRel[id]
+		delete(ss.awaitingRel, id)
+		stored := ss.stored()
 		ss.mu.Unlock()
 		code := packet.Success
 		if !ok && c.version == packet.V5 {
 			code = packet.PacketIdentifierNotFound // BAD-INPUT row 22
 		}
-		c.enqueueAck(packet.PUBCOMP, a.PacketID, code)
+		var ops []StoreOp
+		if ok && stored {
+			ops = []StoreOp{{Kind: OpClearRel, ClientID: ss.id, PacketID: id}}
+		}
+		c.afterDurable(ops, func() { c.enqueueAck(packet.PUBCOMP, id, code) })
 	case packet.PUBACK, packet.PUBCOMP:
-		ss.acknowledge(a.PacketType, a.PacketID)
+		ss.acknowledge(a.PacketType, id)
+		c.srv.sweep(ss)
 	case packet.PUBREC:
 		if a.ReasonCode.IsError() {
-			ss.dropInflight(a.PacketID)
+			ss.dropInflight(id)
+			c.srv.sweep(ss)
 			return nil
 		}
-		if ss.acknowledge(packet.PUBREC, a.PacketID) {
-			c.enqueueAck(packet.PUBREL, a.PacketID, packet.Success)
-		} else if c.version == packet.V5 {
-			c.enqueueAck(packet.PUBREL, a.PacketID, packet.PacketIdentifierNotFound)
-		} else {
-			c.enqueueAck(packet.PUBREL, a.PacketID, packet.Success)
+		found, ops := ss.acknowledge(packet.PUBREC, id)
+		code := packet.Success
+		if !found && c.version == packet.V5 {
+			code = packet.PacketIdentifierNotFound
 		}
+		c.afterDurable(ops, func() { c.enqueueAck(packet.PUBREL, id, code) })
 	}
 	return nil
 }

@@ -78,7 +78,25 @@ func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack) (*sess
 	c.established.Store(true)
 	c.enqueue(outItem{pkt: ack})
 	ss.resume(c)
+	var ops []StoreOp
+	if s.store != nil {
+		if ended != nil {
+			ended.mu.Lock()
+			if op, ok := ended.deleteOp(); ok {
+				ops = append(ops, op)
+			}
+			ended.mu.Unlock()
+		}
+		if ss.stored() {
+			ops = append(ops, ss.sessionOp(0))
+		} else if op, ok := ss.deleteOp(); ok {
+			ops = append(ops, op)
+		}
+	}
 	ss.mu.Unlock()
+	if len(ops) > 0 {
+		s.commit(ops, nil)
+	}
 	if ended != nil {
 		s.sessionEnded(ended)
 	}
@@ -116,7 +134,7 @@ func (c *conn) teardown() {
 		keep := !ss.ended && willDelay > 0
 		ss.mu.Unlock()
 		if will != nil && !keep {
-			s.publish(will)
+			s.publish(will, nil, nil, ackTo{})
 		}
 		return
 	}
@@ -125,7 +143,7 @@ func (c *conn) teardown() {
 		ss.mu.Unlock()
 		s.removeSession(ss)
 		if will != nil {
-			s.publish(will)
+			s.publish(will, nil, nil, ackTo{})
 		}
 		return
 	}
@@ -135,7 +153,7 @@ func (c *conn) teardown() {
 		}
 		if willDelay <= 0 {
 			ss.mu.Unlock()
-			s.publish(will)
+			s.publish(will, nil, nil, ackTo{})
 			ss.mu.Lock()
 		} else {
 			ss.pendingWill = will
@@ -146,7 +164,15 @@ func (c *conn) teardown() {
 		d := time.Duration(ss.expiry) * time.Second
 		ss.expiryTimer = time.AfterFunc(d, func() { s.expireSession(ss) })
 	}
+	var ops []StoreOp
+	if ss.stored() && !ss.ended {
+		ops = append(ops, ss.sessionOp(time.Now().UnixNano()))
+	}
 	ss.mu.Unlock()
+	s.sweep(ss)
+	if len(ops) > 0 {
+		s.commit(ops, nil)
+	}
 }
 
 // fireWill publishes a delayed will unless a connection resumed the session
@@ -157,7 +183,7 @@ func (s *Server) fireWill(ss *session) {
 	ss.pendingWill, ss.willTimer = nil, nil
 	ss.mu.Unlock()
 	if will != nil {
-		s.publish(will)
+		s.publish(will, nil, nil, ackTo{})
 	}
 }
 
@@ -185,8 +211,12 @@ func (s *Server) removeSession(ss *session) {
 		return
 	}
 	s.endSessionLocked(ss)
+	op, stored := ss.deleteOp()
 	ss.mu.Unlock()
 	s.mu.Unlock()
+	if stored {
+		s.commit([]StoreOp{op}, nil)
+	}
 	s.sessionEnded(ss)
 }
 
@@ -220,7 +250,7 @@ func (s *Server) sessionEnded(ss *session) {
 	orphans := ss.sharedOrphans()
 	ss.mu.Unlock()
 	if will != nil {
-		s.publish(will)
+		s.publish(will, nil, nil, ackTo{})
 	}
 	s.redistribute(orphans)
 }

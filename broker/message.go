@@ -70,6 +70,7 @@ type outMsg struct {
 	msg      *Message
 	subIDs   []uint32
 	share    *shareRef // the share group it came through, if any
+	seq      uint64 // store sequence; 0 when not stored
 	packetID uint16
 	qos      byte
 	retain   bool
@@ -84,3 +85,13 @@ const (
 	statePublish                 // PUBLISH sent, waiting for PUBACK / PUBREC
 	stateRel                     // PUBREC received, PUBREL sent, waiting for PUBCOMP
 )
+
+// record is the stored form of a delivery.
+func (o *outMsg) record() *StoredMessage {
+	r := &StoredMessage{Seq: o.seq, PacketID: o.packetID, QoS: o.qos, Retain: o.retain,
+		Released: o.state == stateRel, SubIDs: o.subIDs, Msg: o.msg}
+	if o.share != nil {
+		r.ShareFilter, r.ShareGroup = o.share.filter, o.share.group
+	}
+	return r
+}

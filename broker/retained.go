@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -17,20 +19,22 @@ func newRetainedSet() *retainedSet {
 	return &retainedSet{msgs: make(map[string]*Message)}
 }
 
-// retain replaces the retained message of m's topic, or deletes it when the
-// payload is empty ([MQTT-3.3.1-6], [MQTT-3.3.1-7]).
-func (s *Server) retain(m *Message) {
+// retainInMemory replaces the retained message of m's topic, or deletes it
+// when the payload is empty ([MQTT-3.3.1-6], [MQTT-3.3.1-7]).
+func (s *Server) retainInMemory(m *Message) {
 	if len(m.Payload) == 0 {
 		s.retained.delete(m.Topic)
-		if s.store != nil {
-			s.persistRetained(m.Topic, nil)
-		}
 		return
 	}
 	s.retained.set(m)
-	if s.store != nil {
-		s.persistRetained(m.Topic, m)
+}
+
+// retainedOp is the store write of a retained change.
+func retainedOp(m *Message) StoreOp {
+	if len(m.Payload) == 0 {
+		return StoreOp{Kind: OpDeleteRetained, Topic: m.Topic}
 	}
+	return StoreOp{Kind: OpPutRetained, Topic: m.Topic, Retained: m}
 }
 
 func (r *retainedSet) set(m *Message) {
@@ -62,6 +66,7 @@ func (r *retainedSet) match(filter string) []*Message {
 		out = append(out, m)
 	}
 	r.mu.RUnlock()
+	slices.SortFunc(out, func(a, b *Message) int { return strings.Compare(a.Topic, b.Topic) })
 	if len(expired) > 0 {
 		r.mu.Lock()
 		for _, m := range expired {

@@ -3,6 +3,7 @@ package broker
 import (
 	"sync"
 
+	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/broker/topic"
 )
 
@@ -13,31 +14,33 @@ type target struct {
 	qos    byte
 	retain bool
 	subIDs []uint32
+	share  *shareRef
+}
+
+// prepared is a delivery between prepare and place.
+type prepared struct {
+	sess *session
+	o    outMsg
 }
 
 type routeScratch struct {
 	entries []topic.Entry[subValue]
 	targets []target
 	groups  []shareGroup
+	preps   []prepared
+	ops     []StoreOp
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(routeScratch) }}
 
-// publish stores a retained message and delivers m to every matching
-// subscription on this broker.
-func (s *Server) publish(m *Message) {
+// publish routes m to every matching subscription on this broker and stores
+// it as retained when it asks to be. from is the publishing connection (nil
+// for wills); extra are store writes that must be durable together with the
+// message (the publisher's QoS 2 state); ack runs once everything is durable
+// and the message is in every subscriber's queue — the publisher's PUBACK or
+// PUBREC is sent from it.
+func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 	s.stats.MessagesIn.Add(1)
-	if m.Retain {
-		s.retain(m)
-	}
-	s.route(m)
-}
-
-// route delivers m to the local subscribers: once per session, at the
-// highest QoS of its matching subscriptions (capped by the message's QoS,
-// [MQTT-3.3.4-...]) with all their subscription identifiers ([MQTT-3.3.4-3]);
-// and to one member of each matching share group.
-func (s *Server) route(m *Message) {
 	sc := scratchPool.Get().(*routeScratch)
 	sc.entries = s.subs.Match(m.Topic, sc.entries[:0])
 	targets := sc.targets[:0]
@@ -49,22 +52,24 @@ func (s *Server) route(m *Message) {
 			continue
 		}
 		v := &e.Value
-		// [MQTT-3.8.3-3]: No Local — never back to the publisher's own connection.
+		// [MQTT-3.8.3-3]: No Local — never back to the publisher itself.
 		if v.opts.NoLocal && e.Subscriber == m.Origin {
+			continue
+		}
+		if s.acl != nil && !s.canRead(v.sess, m.Topic) {
 			continue
 		}
 		targets = foldTarget(targets, v, m)
 	}
-	for i := range targets {
-		t := &targets[i]
-		if s.acl != nil && !s.canRead(t.sess, m.Topic) {
-			continue
-		}
-		t.sess.deliver(m, t.qos, t.retain, t.subIDs)
-	}
 	for i := range groups {
-		s.deliverShared(&groups[i], m)
+		if t, ok := s.pickShared(&groups[i], m); ok {
+			targets = append(targets, t)
+		}
 	}
+	if m.Retain && s.store != nil {
+		extra = append(extra, retainedOp(m))
+	}
+	s.dispatch(m, targets, from, extra, ack, m.Retain, sc)
 	clear(sc.entries)
 	clear(targets)
 	clear(groups)
@@ -72,30 +77,89 @@ func (s *Server) route(m *Message) {
 	scratchPool.Put(sc)
 }
 
+// dispatch delivers m to targets in two steps: prepare every delivery
+// (packet ids, store records), make the store writes durable, then place
+// the deliveries into the sessions (and m into the retained set when
+// retain is set) and send ack. Without store writes (no persistent
+// subscriber, no retained change, no QoS 2 state) it all happens at once.
+func (s *Server) dispatch(m *Message, targets []target, from *conn, extra []StoreOp, ack ackTo, retain bool, sc *routeScratch) {
+	preps := sc.preps[:0]
+	ops := append(sc.ops[:0], extra...)
+	for i := range targets {
+		t := &targets[i]
+		o := outMsg{msg: m, qos: t.qos, retain: t.retain, subIDs: t.subIDs, share: t.share}
+		op, write, ok := t.sess.prepare(&o)
+		if !ok {
+			continue
+		}
+		if write {
+			ops = append(ops, op)
+		}
+		preps = append(preps, prepared{sess: t.sess, o: o})
+	}
+	if s.store == nil || len(ops) == 0 && (from == nil || from.pending.Load() == 0) {
+		s.place(m, preps, ack, retain)
+		clear(preps)
+		sc.preps, sc.ops = preps[:0], ops[:0]
+		return
+	}
+	own := append([]prepared(nil), preps...)
+	writes := append([]StoreOp(nil), ops...)
+	clear(preps)
+	clear(ops)
+	sc.preps, sc.ops = preps[:0], ops[:0]
+	done := func() { s.place(m, own, ack, retain) }
+	if from != nil {
+		from.afterDurable(writes, done)
+		return
+	}
+	s.commit(writes, done)
+}
+
+// place is the second step of dispatch.
+func (s *Server) place(m *Message, preps []prepared, ack ackTo, retain bool) {
+	if retain {
+		s.retainInMemory(m)
+	}
+	for i := range preps {
+		preps[i].sess.place(preps[i].o)
+	}
+	ack.send()
+}
+
+// ackTo is the acknowledgement a publisher is owed once its message is
+// routed: PUBACK or PUBREC with the packet id, or nothing (zero value).
+type ackTo struct {
+	c  *conn
+	t  packet.Type
+	id uint16
+}
+
+func (a ackTo) send() {
+	if a.c != nil {
+		a.c.enqueueAck(a.t, a.id, packet.Success)
+	}
+}
+
 // foldTarget adds one matching subscription to the target list, merging it
-// with an earlier subscription of the same session.
+// with an earlier subscription of the same session: one copy at the highest
+// QoS ([MQTT-3.3.4-2]) with every subscription identifier ([MQTT-3.3.4-3]).
 func foldTarget(targets []target, v *subValue, m *Message) []target {
 	qos := min(m.QoS, v.opts.QoS)
 	retain := v.opts.RetainAsPublished && m.Retain
-	if v.sess.nsubs.Load() <= 1 {
-		// One subscription cannot match twice: skip the search.
-		t := target{sess: v.sess, qos: qos, retain: retain}
-		if v.subID != 0 {
-			t.subIDs = []uint32{v.subID}
+	if v.sess.nsubs.Load() > 1 {
+		for i := range targets {
+			t := &targets[i]
+			if t.sess != v.sess || t.share != nil {
+				continue
+			}
+			t.qos = max(t.qos, qos)
+			t.retain = t.retain || retain
+			if v.subID != 0 {
+				t.subIDs = append(t.subIDs, v.subID)
+			}
+			return targets
 		}
-		return append(targets, t)
-	}
-	for i := range targets {
-		t := &targets[i]
-		if t.sess != v.sess {
-			continue
-		}
-		t.qos = max(t.qos, qos)
-		t.retain = t.retain || retain
-		if v.subID != 0 {
-			t.subIDs = append(t.subIDs, v.subID)
-		}
-		return targets
 	}
 	t := target{sess: v.sess, qos: qos, retain: retain}
 	if v.subID != 0 {

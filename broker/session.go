@@ -15,8 +15,8 @@ type subValue struct {
 	subID uint32
 }
 
-// subscription is one entry of a session's subscription set.
-type subscription struct {
+// Subscription is one entry of a session's subscription set, as stored.
+type Subscription struct {
 	Filter string // as subscribed, with any $share prefix
 	Group  string
 	Real   string // the filter without the $share prefix
@@ -36,13 +36,17 @@ type session struct {
 	version    packet.Version
 	persistent bool
 	expiry     uint32 // seconds after disconnect; expiryNever for none
-	subs       map[string]subscription
+	subs       map[string]Subscription
 	nsubs      atomic.Int32 // len(subs), read by publishers without mu
 	info       ClientInfo
 	inflight   []outMsg // sent and unacknowledged, in sending order
 	queue      msgQueue // waiting for a free in-flight slot or for the client
 	sendQuota  int      // in-flight window of the current connection
 	nextID     uint16
+	usedIDs    []uint64 // bitmap of packet ids held by queued and in-flight messages
+	nextSeq    uint64   // store sequence of the last stored message
+	trash      []uint64 // store sequences of ended flows, to delete
+	wasStored  bool     // a record of this session was written to the store
 	// awaitingRel holds inbound QoS 2 packet ids delivered but not released.
 	awaitingRel map[uint16]struct{}
 	expiryTimer *time.Timer
@@ -52,11 +56,11 @@ type session struct {
 }
 
 func newSession(s *Server, id string) *session {
-	return &session{srv: s, id: id, subs: make(map[string]subscription)}
+	return &session{srv: s, id: id, subs: make(map[string]Subscription)}
 }
 
-// deliver hands one message to the session: straight to the connection when
-// a slot in the in-flight window is free, into the bounded queue otherwise.
+// deliver hands one message to the session at once (no store write needed
+// first): see prepare and place.
 func (ss *session) deliver(m *Message, qos byte, retain bool, subIDs []uint32) {
 	ss.deliverVia(m, qos, retain, subIDs, nil)
 }
@@ -72,17 +76,62 @@ func (ss *session) online() bool {
 func (ss *session) deliverVia(m *Message, qos byte, retain bool, subIDs []uint32, share *shareRef) {
 	o := outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share}
 	ss.mu.Lock()
+	if _, ok := ss.prepareLocked(&o); ok {
+		ss.placeLocked(o)
+	}
+	ss.mu.Unlock()
+}
+
+// stored reports whether the session's messages go to the store.
+func (ss *session) stored() bool { return ss.persistent && ss.srv.store != nil }
+
+// prepare is the first half of a delivery: it assigns the packet id (at
+// enqueue time, so that it is part of the stored record and a restart
+// resends with the same id, which keeps QoS 2 exactly once) and, for a
+// stored session, the store sequence. It returns the store write that must
+// be durable before place. ok is false when the message is not delivered.
+func (ss *session) prepare(o *outMsg) (op StoreOp, write, ok bool) {
+	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	op, ok = ss.prepareLocked(o)
+	return op, ok && op.Kind != 0, ok
+}
+
+func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
+	if ss.ended {
+		return StoreOp{}, false
+	}
+	if c := ss.conn; c != nil && c.clientMaxPacket > 0 && estimateSize(o.msg) > c.clientMaxPacket {
+		// [MQTT-3.1.2-25]: never send a packet above the client's maximum.
+		ss.srv.stats.DroppedTooLarge.Add(1)
+		return StoreOp{}, false
+	}
+	if o.qos == 0 {
+		return StoreOp{}, true
+	}
+	o.packetID = ss.newPacketID()
+	if !ss.stored() {
+		return StoreOp{}, true
+	}
+	ss.nextSeq++
+	o.seq = ss.nextSeq
+	return StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()}, true
+}
+
+// place is the second half of a delivery: straight to the connection when a
+// slot in the in-flight window is free, into the bounded queue otherwise.
+func (ss *session) place(o outMsg) {
+	ss.mu.Lock()
+	ss.placeLocked(o)
+	ss.mu.Unlock()
+}
+
+func (ss *session) placeLocked(o outMsg) {
 	if ss.ended {
 		return
 	}
 	c := ss.conn
-	if c != nil && c.clientMaxPacket > 0 && estimateSize(m) > c.clientMaxPacket {
-		// [MQTT-3.1.2-25]: never send a packet above the client's maximum.
-		ss.srv.stats.DroppedTooLarge.Add(1)
-		return
-	}
-	if qos == 0 {
+	if o.qos == 0 {
 		if c != nil {
 			c.enqueuePublish(o)
 		} else if ss.persistent && ss.srv.cfg.QueueQoS0 {
@@ -106,32 +155,39 @@ func estimateSize(m *Message) int {
 	return n + 32
 }
 
-// send assigns a packet id and writes a QoS 1/2 message. Caller holds mu and
-// has checked that a connection and a window slot exist.
+// send writes a QoS 1/2 message into the in-flight window. Caller holds mu
+// and has checked that a connection and a window slot exist.
 func (ss *session) send(o outMsg) {
-	o.packetID = ss.newPacketID()
 	o.state = statePublish
 	ss.inflight = append(ss.inflight, o)
 	ss.conn.enqueuePublish(o)
 }
 
-// newPacketID returns a non-zero id not in flight ([MQTT-2.2.1-3]).
+// newPacketID returns a non-zero id used by no queued or in-flight message
+// of this session ([MQTT-2.2.1-3]).
 func (ss *session) newPacketID() uint16 {
+	if ss.usedIDs == nil {
+		ss.usedIDs = make([]uint64, 1024)
+	}
 	for {
 		ss.nextID++
-		if ss.nextID == 0 {
+		id := ss.nextID
+		if id == 0 || ss.usedIDs[id>>6]&(1<<(id&63)) != 0 {
 			continue
 		}
-		free := true
-		for i := range ss.inflight {
-			if ss.inflight[i].packetID == ss.nextID {
-				free = false
-				break
-			}
-		}
-		if free {
-			return ss.nextID
-		}
+		ss.usedIDs[id>>6] |= 1 << (id & 63)
+		return id
+	}
+}
+
+// retire frees the packet id of a delivery whose flow ended and queues the
+// deletion of its stored record. Caller holds mu.
+func (ss *session) retire(o *outMsg) {
+	if id := o.packetID; id != 0 && ss.usedIDs != nil {
+		ss.usedIDs[id>>6] &^= 1 << (id & 63)
+	}
+	if o.seq != 0 {
+		ss.trash = append(ss.trash, o.seq)
 	}
 }
 
@@ -141,12 +197,13 @@ func (ss *session) push(o outMsg) {
 	cfg := &ss.srv.cfg
 	n := o.msg.size()
 	for ss.queue.len() > 0 && (ss.queue.len() >= cfg.QueueMessages || ss.queue.bytes+n > cfg.QueueBytes) {
+		ss.srv.stats.DroppedQueueFull.Add(1)
 		if !cfg.DropOldest {
-			ss.srv.stats.DroppedQueueFull.Add(1)
+			ss.retire(&o)
 			return
 		}
-		ss.queue.pop()
-		ss.srv.stats.DroppedQueueFull.Add(1)
+		old := ss.queue.pop()
+		ss.retire(&old)
 	}
 	ss.queue.push(o)
 }
@@ -162,6 +219,7 @@ func (ss *session) refill() {
 		o := ss.queue.pop()
 		if o.msg.expired(now) {
 			ss.srv.stats.DroppedExpired.Add(1)
+			ss.retire(&o)
 			continue
 		}
 		if o.qos == 0 {
@@ -173,8 +231,10 @@ func (ss *session) refill() {
 }
 
 // acknowledge handles PUBACK, PUBREC and PUBCOMP from the client. It reports
-// whether the packet id was in flight in the matching state.
-func (ss *session) acknowledge(t packet.Type, id uint16) bool {
+// whether the packet id was in flight in the matching state, and for a
+// PUBREC of a stored message the store write that must be durable before
+// the PUBREL goes out.
+func (ss *session) acknowledge(t packet.Type, id uint16) (bool, []StoreOp) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	for i := range ss.inflight {
@@ -186,14 +246,18 @@ func (ss *session) acknowledge(t packet.Type, id uint16) bool {
 		case t == packet.PUBACK && o.qos == 1,
 			t == packet.PUBCOMP && o.qos == 2 && o.state == stateRel:
 			ss.removeInflight(i)
-			return true
+			return true, nil
 		case t == packet.PUBREC && o.qos == 2:
+			if o.state == stateRel || o.seq == 0 {
+				o.state = stateRel
+				return true, nil
+			}
 			o.state = stateRel
-			return true
+			return true, []StoreOp{{Kind: OpReleaseMessage, ClientID: ss.id, Seq: o.seq}}
 		}
-		return false
+		return false, nil
 	}
-	return false
+	return false, nil
 }
 
 // dropInflight forgets a QoS 1/2 delivery the client refused with a PUBACK
@@ -213,6 +277,7 @@ func (ss *session) dropInflight(id uint16) {
 // holds mu.
 func (ss *session) removeInflight(i int) {
 	n := len(ss.inflight)
+	ss.retire(&ss.inflight[i])
 	copy(ss.inflight[i:], ss.inflight[i+1:])
 	ss.inflight[n-1] = outMsg{}
 	ss.inflight = ss.inflight[:n-1]
@@ -229,6 +294,7 @@ func (ss *session) resume(c *conn) {
 	for _, o := range ss.inflight {
 		if o.state == statePublish && o.msg.expired(now) && ss.version == packet.V5 {
 			ss.srv.stats.DroppedExpired.Add(1)
+			ss.retire(&o)
 			continue
 		}
 		kept = append(kept, o)

@@ -80,10 +80,10 @@ func addShareEntry(groups []shareGroup, e *topic.Entry[subValue]) []shareGroup {
 	return append(groups, shareGroup{ref: r, members: []topic.Entry[subValue]{*e}})
 }
 
-// deliverShared gives m to one member of the group ([MQTT-4.8.2-...]: each
-// message goes to exactly one session of a share group), preferring members
-// that are connected, chosen by the configured strategy.
-func (s *Server) deliverShared(g *shareGroup, m *Message) {
+// pickShared chooses the one member of the group that gets m
+// ([MQTT-4.8.2-...]: each message goes to one session of a share group),
+// preferring members that are connected, by the configured strategy.
+func (s *Server) pickShared(g *shareGroup, m *Message) (target, bool) {
 	members := g.members
 	online := members[:0:0]
 	for _, e := range members {
@@ -104,16 +104,14 @@ func (s *Server) deliverShared(g *shareGroup, m *Message) {
 		members = allowed
 	}
 	if len(members) == 0 {
-		return
+		return target{}, false
 	}
-	e := s.pickMember(g.ref, members, m)
-	v := &e.Value
-	qos := min(m.QoS, v.opts.QoS)
-	var subIDs []uint32
+	v := &s.pickMember(g.ref, members, m).Value
+	t := target{sess: v.sess, qos: min(m.QoS, v.opts.QoS), retain: v.opts.RetainAsPublished && m.Retain, share: s.shares.ref(g.ref)}
 	if v.subID != 0 {
-		subIDs = []uint32{v.subID}
+		t.subIDs = []uint32{v.subID}
 	}
-	v.sess.deliverVia(m, qos, v.opts.RetainAsPublished && m.Retain, subIDs, s.shares.ref(g.ref))
+	return t, true
 }
 
 // pickMember applies the share strategy.
@@ -174,8 +172,10 @@ func (s *Server) redistribute(orphans []outMsg) {
 				g.members = append(g.members, entries[i])
 			}
 		}
-		if len(g.members) > 0 {
-			s.deliverShared(&g, o.msg)
+		if t, ok := s.pickShared(&g, o.msg); ok {
+			sc := scratchPool.Get().(*routeScratch)
+			s.dispatch(o.msg, []target{t}, nil, nil, ackTo{}, false, sc)
+			scratchPool.Put(sc)
 		}
 	}
 }

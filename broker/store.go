@@ -1,79 +1,97 @@
 package broker
 
-// Store persists what must survive a restart: persistent sessions with their
-// subscriptions, and the retained set. Implementations must be safe for
-// concurrent use.
+// Store persists what must survive a restart, kill -9 included: persistent
+// sessions with their subscriptions, the messages queued and in flight for
+// them (QoS 2 state included), the QoS 2 packet ids their clients have sent
+// and not yet released, and the retained set.
+//
+// Commit is the only write path. It applies ops atomically and durably (one
+// transaction, fsync) and then calls done; the broker sends the packet that
+// depends on the write (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK) from done,
+// so nothing is acknowledged before it is on disk. Implementations batch
+// concurrent commits into one transaction (group commit) and must call the
+// done functions in the order Commit was called. Commit may block while the
+// pipeline is full; it is never called with a broker lock held.
 type Store interface {
-	// SaveSession writes a persistent session's record, replacing any
-	// earlier one.
-	SaveSession(rec *SessionRecord) error
-	// DeleteSession removes a session and everything queued for it.
-	DeleteSession(clientID string) error
-	// SaveRetained sets (m non-nil) or clears the retained message of topic.
-	SaveRetained(topic string, m *Message) error
+	Commit(ops []StoreOp, done func(error))
 	// Load returns everything stored, for a restart.
 	Load() (*Snapshot, error)
+	// Close waits for pending commits and closes the store.
 	Close() error
+}
+
+// StoreOpKind says what a StoreOp does.
+type StoreOpKind uint8
+
+// Store operations. Ops on a session that is not stored (no OpPutSession
+// since its last OpDeleteSession) are ignored, except OpPutSession itself.
+const (
+	// OpPutSession writes Session (without Messages and AwaitingRel),
+	// replacing the stored record but keeping the session's messages and
+	// released ids.
+	OpPutSession StoreOpKind = iota + 1
+	// OpDeleteSession removes ClientID's record, messages and released ids.
+	OpDeleteSession
+	// OpPutMessage stores Message in ClientID's queue under Message.Seq.
+	OpPutMessage
+	// OpDeleteMessage removes message Seq of ClientID (its flow ended).
+	OpDeleteMessage
+	// OpReleaseMessage marks message Seq of ClientID as PUBREC-ed: after a
+	// restart the server resends PUBREL for it, not PUBLISH.
+	OpReleaseMessage
+	// OpAddRel records inbound QoS 2 PacketID of ClientID as received and
+	// not yet released.
+	OpAddRel
+	// OpClearRel forgets inbound QoS 2 PacketID of ClientID (PUBREL came).
+	OpClearRel
+	// OpPutRetained sets the retained message Retained (its Topic).
+	OpPutRetained
+	// OpDeleteRetained clears the retained message of Topic.
+	OpDeleteRetained
+)
+
+// StoreOp is one write.
+type StoreOp struct {
+	Kind     StoreOpKind
+	ClientID string
+	Session  *SessionRecord
+	Message  *StoredMessage
+	Seq      uint64
+	PacketID uint16
+	Topic    string
+	Retained *Message
+}
+
+// StoredMessage is one message queued or in flight for a persistent session.
+type StoredMessage struct {
+	Seq      uint64 // order within the session, increasing
+	PacketID uint16 // 0 for QoS 0
+	QoS      byte
+	Retain   bool
+	Released bool // PUBREC received: PUBREL is what is resent
+	SubIDs   []uint32
+	// ShareFilter and ShareGroup name the share group it came through.
+	ShareFilter, ShareGroup string
+	Msg                     *Message
 }
 
 // SessionRecord is the stored form of a persistent session.
 type SessionRecord struct {
-	ClientID      string
-	Version       byte
-	Expiry        uint32
-	Username      string
-	Subscriptions []subscription
+	ClientID string
+	Version  byte
+	Expiry   uint32 // seconds after disconnect; 0xFFFFFFFF never
+	Username string
+	// DisconnectedAt is the unix-nanosecond time of the last disconnect, 0
+	// while connected.
+	DisconnectedAt int64
+	Subscriptions  []Subscription
+	// Messages (in Seq order) and AwaitingRel are filled by Load only.
+	Messages    []StoredMessage
+	AwaitingRel []uint16
 }
 
 // Snapshot is what a Store hands back on start.
 type Snapshot struct {
 	Sessions []SessionRecord
 	Retained []*Message
-}
-
-// persistSession writes ss's record; failures are logged (the session goes
-// on in memory).
-func (s *Server) persistSession(ss *session) {
-	ss.mu.Lock()
-	rec := &SessionRecord{ClientID: ss.id, Version: byte(ss.version), Expiry: ss.expiry, Username: ss.info.Username}
-	for _, sub := range ss.subs {
-		rec.Subscriptions = append(rec.Subscriptions, sub)
-	}
-	ss.mu.Unlock()
-	if err := s.store.SaveSession(rec); err != nil {
-		s.log.Error("saving session failed", "client_id", ss.id, "err", err)
-	}
-}
-
-// persistRetained writes one retained change.
-func (s *Server) persistRetained(topic string, m *Message) {
-	if err := s.store.SaveRetained(topic, m); err != nil {
-		s.log.Error("saving retained message failed", "topic", topic, "err", err)
-	}
-}
-
-// restore loads the stored sessions and retained set before the first
-// connection.
-func (s *Server) restore() error {
-	snap, err := s.store.Load()
-	if err != nil {
-		return err
-	}
-	for _, m := range snap.Retained {
-		s.retained.set(m)
-	}
-	for i := range snap.Sessions {
-		rec := &snap.Sessions[i]
-		ss := newSession(s, rec.ClientID)
-		ss.persistent = true
-		ss.expiry = rec.Expiry
-		ss.info = ClientInfo{ClientID: rec.ClientID, Username: rec.Username}
-		for _, sub := range rec.Subscriptions {
-			ss.subs[sub.Filter] = sub
-			s.subs.Add(sub.Real, sub.Group, ss.id, subValue{sess: ss, opts: sub.Opts, subID: sub.SubID})
-		}
-		ss.nsubs.Store(int32(len(ss.subs)))
-		s.sessions[ss.id] = ss
-	}
-	return nil
 }

@@ -39,7 +39,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			return errDisconnected // taken over with Clean Start meanwhile
 		}
 		_, existed := ss.subs[sub.Filter]
-		ss.subs[sub.Filter] = subscription{Filter: sub.Filter, Group: group, Real: real, Opts: sub.Options, SubID: subID}
+		ss.subs[sub.Filter] = Subscription{Filter: sub.Filter, Group: group, Real: real, Opts: sub.Options, SubID: subID}
 		ss.nsubs.Store(int32(len(ss.subs)))
 		// The trie changes under ss.mu so that a concurrent end of the
 		// session cannot leave the entry behind.
@@ -60,25 +60,39 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 			}
 		}
 	}
-	c.enqueue(outItem{pkt: &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}})
-	if ss.persistent && c.srv.store != nil {
-		c.srv.persistSession(ss)
+	// The SUBACK leaves once the subscription is durable.
+	suback := &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}
+	c.afterDurable(c.sessionOps(), func() { c.enqueue(outItem{pkt: suback}) })
+	var ids []uint32
+	if subID != 0 {
+		ids = []uint32{subID}
 	}
+	sc := scratchPool.Get().(*routeScratch)
+	defer scratchPool.Put(sc)
 	for _, r := range wantRetained {
-		var ids []uint32
-		if subID != 0 {
-			ids = []uint32{subID}
-		}
 		for _, m := range c.srv.retained.match(r.filter) {
 			if c.srv.acl != nil && !c.srv.acl.CanRead(&c.info, m.Topic) {
 				continue
 			}
-			// [MQTT-3.3.1-8]... a retained message sent for a new
+			// [MQTT-3.3.1-9]: a retained message sent because of a new
 			// subscription carries RETAIN 1.
-			ss.deliver(m, min(m.QoS, r.qos), true, ids)
+			t := target{sess: ss, qos: min(m.QoS, r.qos), retain: true, subIDs: ids}
+			c.srv.dispatch(m, []target{t}, c, nil, ackTo{}, false, sc)
 		}
 	}
 	return nil
+}
+
+// sessionOps is the store write of this connection's session record when
+// the session is stored.
+func (c *conn) sessionOps() []StoreOp {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if !ss.stored() {
+		return nil
+	}
+	return []StoreOp{ss.sessionOp(0)}
 }
 
 // grant decides one filter: the granted QoS, or the failure reason code.
@@ -135,9 +149,6 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 	if c.version == packet.V5 {
 		ack.ReasonCodes = codes
 	}
-	c.enqueue(outItem{pkt: ack})
-	if ss.persistent && c.srv.store != nil {
-		c.srv.persistSession(ss)
-	}
+	c.afterDurable(c.sessionOps(), func() { c.enqueue(outItem{pkt: ack}) })
 	return nil
 }
