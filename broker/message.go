@@ -70,7 +70,7 @@ type outMsg struct {
 	msg      *Message
 	subIDs   []uint32
 	share    *shareRef // the share group it came through, if any
-	seq      uint64 // store sequence; 0 when not stored
+	seq      uint64    // store sequence; 0 when not stored
 	packetID uint16
 	qos      byte
 	retain   bool

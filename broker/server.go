@@ -6,8 +6,8 @@ import (
 	"log/slog"
 	"net"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
