@@ -246,3 +246,112 @@ func TestWillDelay(t *testing.T) {
 		t.Fatalf("will sent after %v, before its 1 s delay", d)
 	}
 }
+
+// An unacknowledged QoS 1 message is sent again with DUP set when the
+// session resumes ([MQTT-4.4.0-1], [MQTT-3.3.1-1]).
+func TestRedeliveryWithDup(t *testing.T) {
+	s := startServer(t, nil)
+	c := dialRaw(t, s.addr)
+	persist := func(cp *packet.Connect) {
+		cp.CleanStart = false
+		cp.Properties.SessionExpiry = 600
+		cp.Properties.Set(packet.PropSessionExpiry)
+	}
+	c.connect(packet.V5, "redeliver", persist)
+	c.send(&packet.Subscribe{PacketID: 1, Subscriptions: []packet.Subscription{{Filter: "dup/#", Options: packet.SubOptions{QoS: 1}}}})
+	c.read() // SUBACK
+	pub := dialV5(t, s.addr, "pub")
+	pub.publish(t, &paho.Publish{Topic: "dup/a", QoS: 1, Payload: []byte("first")})
+	first, ok := c.read().(*packet.Publish)
+	if !ok || first.Dup {
+		t.Fatalf("first delivery: %+v", first)
+	}
+	c.nc.Close() // no PUBACK
+	c2 := dialRaw(t, s.addr)
+	ca := c2.connect(packet.V5, "redeliver", persist)
+	if !ca.SessionPresent {
+		t.Fatal("session not present")
+	}
+	again, ok := c2.read().(*packet.Publish)
+	if !ok || !again.Dup || again.PacketID != first.PacketID || string(again.Payload) != "first" {
+		t.Fatalf("redelivery: %+v, want DUP with packet id %d", again, first.PacketID)
+	}
+	c2.send(&packet.Ack{PacketType: packet.PUBACK, PacketID: again.PacketID})
+}
+
+// A will whose delay is longer than the session expiry is sent when the
+// session ends ([MQTT-3.1.3-9]); protocol errors and keep-alive expiry send
+// the will too ([MQTT-3.1.2-8]).
+func TestWillAtSessionEndAndOnErrors(t *testing.T) {
+	s := startServer(t, nil)
+	watcher := dialV5(t, s.addr, "watcher")
+	watcher.subscribe(t, paho.SubscribeOptions{Topic: "we/#", QoS: 1})
+
+	long := uint32(3600)
+	c := dialV5(t, s.addr, "short-session", func(cp *paho.Connect, cfg *paho.ClientConfig) {
+		persistentV5(1)(cp, cfg)
+		cp.WillMessage = &paho.WillMessage{Topic: "we/expiry", QoS: 1, Payload: []byte("session over")}
+		cp.WillProperties = &paho.WillProperties{WillDelayInterval: &long}
+	})
+	start := time.Now()
+	c.TerminateConnectionForTest()
+	if m := watcher.expect(t); m.Topic != "we/expiry" {
+		t.Fatalf("got %q", m.Topic)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("will after %v; the 1 s session expiry should cut the 1 h delay short", d)
+	}
+
+	// A protocol error (a second CONNECT) sends the will.
+	r := dialRaw(t, s.addr)
+	r.connect(packet.V5, "bad-actor", func(cp *packet.Connect) {
+		cp.Will = &packet.Will{Topic: "we/error", Payload: []byte("broke"), QoS: 1}
+	})
+	r.send(&packet.Connect{ProtocolName: "MQTT", Version: packet.V5, ClientID: "again"})
+	if m := watcher.expect(t); m.Topic != "we/error" {
+		t.Fatalf("got %q", m.Topic)
+	}
+
+	// Keep-alive expiry (1 s keep-alive, silence): the will after 1.5 s.
+	k := dialRaw(t, s.addr)
+	k.connect(packet.V311, "silent", func(cp *packet.Connect) {
+		cp.KeepAlive = 1
+		cp.Will = &packet.Will{Topic: "we/silent", Payload: []byte("timed out"), QoS: 1}
+	})
+	if m := watcher.expect(t); m.Topic != "we/silent" {
+		t.Fatalf("got %q", m.Topic)
+	}
+}
+
+// Wildcards at the first level never match topics that start with '$'
+// ([MQTT-4.7.2-1]).
+func TestWildcardsSkipDollarTopics(t *testing.T) {
+	s := startServer(t, nil)
+	all := dialV5(t, s.addr, "all")
+	all.subscribe(t, paho.SubscribeOptions{Topic: "#", QoS: 0}, paho.SubscribeOptions{Topic: "+/x", QoS: 0})
+	dollar := dialV5(t, s.addr, "dollar")
+	dollar.subscribe(t, paho.SubscribeOptions{Topic: "$app/#", QoS: 0})
+	pub := dialV5(t, s.addr, "pub")
+	pub.publish(t, &paho.Publish{Topic: "$app/x", QoS: 1, Payload: []byte("d")})
+	if m := dollar.expect(t); m.Topic != "$app/x" {
+		t.Fatalf("got %q", m.Topic)
+	}
+	all.expectNone(t, 200*time.Millisecond)
+}
+
+// A retained message whose expiry passed is not sent to new subscribers
+// ([MQTT-3.3.2-5]).
+func TestRetainedExpiry(t *testing.T) {
+	s := startServer(t, nil)
+	pub := dialV5(t, s.addr, "pub")
+	one := uint32(1)
+	pub.publish(t, &paho.Publish{Topic: "rx/gone", QoS: 1, Retain: true, Payload: []byte("brief"), Properties: &paho.PublishProperties{MessageExpiry: &one}})
+	pub.publish(t, &paho.Publish{Topic: "rx/stays", QoS: 1, Retain: true, Payload: []byte("stays")})
+	time.Sleep(1100 * time.Millisecond) // the expiry itself is under test
+	c := dialV5(t, s.addr, "late")
+	c.subscribe(t, paho.SubscribeOptions{Topic: "rx/#", QoS: 1})
+	if m := c.expect(t); m.Topic != "rx/stays" {
+		t.Fatalf("got %q", m.Topic)
+	}
+	c.expectNone(t, 200*time.Millisecond)
+}
