@@ -35,7 +35,9 @@ type Config struct {
 	OutboundTopicAliases uint16
 	// MaxTopicLevels bounds the levels of topic names and filters.
 	MaxTopicLevels int
-	// MaxClientIDLen bounds client identifiers (bytes).
+	// MaxClientIDLen bounds client identifiers (bytes) in every protocol
+	// version; the specifications guarantee 23, like Mosquitto we accept
+	// more by default.
 	MaxClientIDLen int
 	// MaxSessionExpiry caps a 5.0 session expiry interval (seconds); it also
 	// applies to 3.1.1 clean-session-0 sessions when non-zero.
@@ -94,7 +96,7 @@ func DefaultConfig() Config {
 		TopicAliasMaximum:       64,
 		OutboundTopicAliases:    64,
 		MaxTopicLevels:          128,
-		MaxClientIDLen:          65535,
+		MaxClientIDLen:          256,
 		MaxSessionExpiry:        0,
 		QueueMessages:           1000,
 		QueueBytes:              10 << 20,

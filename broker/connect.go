@@ -37,10 +37,6 @@ func (c *conn) handshake() bool {
 		c.refuse(packet.CodeOf(err), err)
 		return false
 	}
-	if cp.Version < packet.V5 && len(cp.ClientID) > 23 && len(cp.ClientID) > cfg.MaxClientIDLen {
-		c.refuse(packet.ClientIdentifierNotValid, errors.New("client id too long"))
-		return false
-	}
 	props := &cp.Properties
 	assigned := false
 	if cp.ClientID == "" {

@@ -97,6 +97,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.lim.TopicAliasMaximum = cfg.TopicAliasMaximum
 	s.lim.MaxTopicLevels = cfg.MaxTopicLevels
 	s.lim.MaxClientIDLen = cfg.MaxClientIDLen
+	s.lim.MaxClientIDLenV5 = cfg.MaxClientIDLen
 	s.lim.ReceiveMaximum = cfg.ReceiveMaximum
 	s.shares.init()
 	if s.store != nil {

@@ -10,7 +10,10 @@ import "unsafe"
 // Topic and the string properties are views of that copy (unsafe.String),
 // Payload and Correlation Data capacity-limited sub-slices of it, so body
 // itself is never kept. The slices of repeated properties (User Property,
-// Subscription Identifier) cost one allocation each when present.
+// Subscription Identifier) cost one allocation each when present. Because
+// they share the copy, the topic keeps the payload's memory alive: a caller
+// that stores the topic for long (a retained-message index) and drops the
+// payload should strings.Clone it.
 //
 // It fails with a malformed-packet *Error for QoS 3 [MQTT-3.3.1-4], a body
 // truncated before the end of the topic or the packet identifier, a packet

@@ -53,12 +53,14 @@ func props(parts ...[]byte) []byte {
 }
 
 // Single properties.
-func pByte(id PropID, v byte) []byte     { return []byte{byte(id), v} }
-func pU16(id PropID, v uint16) []byte    { return cat([]byte{byte(id)}, id16(v)) }
-func pU32(id PropID, v uint32) []byte    { return []byte{byte(id), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)} }
-func pStr(id PropID, s string) []byte    { return cat([]byte{byte(id)}, lstr(s)) }
-func pVar(id PropID, n int) []byte       { return cat([]byte{byte(id)}, vbi(n)) }
-func pUser(k, v string) []byte           { return cat([]byte{byte(PropUserProperty)}, lstr(k), lstr(v)) }
+func pByte(id PropID, v byte) []byte  { return []byte{byte(id), v} }
+func pU16(id PropID, v uint16) []byte { return cat([]byte{byte(id)}, id16(v)) }
+func pU32(id PropID, v uint32) []byte {
+	return []byte{byte(id), byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}
+}
+func pStr(id PropID, s string) []byte { return cat([]byte{byte(id)}, lstr(s)) }
+func pVar(id PropID, n int) []byte    { return cat([]byte{byte(id)}, vbi(n)) }
+func pUser(k, v string) []byte        { return cat([]byte{byte(PropUserProperty)}, lstr(k), lstr(v)) }
 func with(p Properties, ids ...PropID) Properties {
 	for _, id := range ids {
 		p.Set(id)

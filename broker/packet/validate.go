@@ -94,6 +94,8 @@ func Validate(p Packet, v Version, lim Limits) error {
 		return validateDisconnect(p, v)
 	case *Auth:
 		return validateAuth(p, v)
+	case nil:
+		return protocolErr("no packet")
 	}
 	return protocolErr("a client may not send " + p.Type().String())
 }
