@@ -10,8 +10,11 @@ package broker
 // depends on the write (PUBACK, PUBREC, PUBREL, PUBCOMP, SUBACK) from done,
 // so nothing is acknowledged before it is on disk. Implementations batch
 // concurrent commits into one transaction (group commit) and must call the
-// done functions in the order Commit was called. Commit may block while the
-// pipeline is full; it is never called with a broker lock held.
+// done functions in the order Commit was called, from one goroutine. A
+// non-nil error means none of that commit's ops were applied; the broker
+// logs it and goes on from memory. Commit may block while the pipeline is
+// full; it is never called with a broker lock held, and done functions never
+// block, call Commit or call Close.
 type Store interface {
 	Commit(ops []StoreOp, done func(error))
 	// Load returns everything stored, for a restart.
