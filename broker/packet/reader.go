@@ -175,15 +175,38 @@ func (r *Reader) checkHeader(fh FixedHeader) error {
 // of exactly its size (the size is checked already): the part that is
 // buffered is copied over, the rest read straight into it.
 func (r *Reader) readLarge(fh FixedHeader, n int) (Packet, error) {
-	body := make([]byte, fh.Remaining)
-	k := copy(body, r.active()[r.r+n:r.w])
+	// The body grows as its bytes arrive, doubling from what is buffered:
+	// a header that announces a large packet and then stalls holds no more
+	// memory than the bytes actually sent (BAD-INPUT row 2).
+	first := r.active()[r.r+n : r.w]
+	body := make([]byte, len(first), min(fh.Remaining, max(2*len(first), poolBufSize)))
+	copy(body, first)
 	r.r, r.w = 0, 0
 	r.release()
 	if r.rerr != nil {
 		return nil, unexpected(r.rerr)
 	}
-	if _, err := io.ReadFull(r.src, body[k:]); err != nil {
-		return nil, unexpected(err)
+	for empty := 0; len(body) < fh.Remaining; {
+		if len(body) == cap(body) {
+			grown := make([]byte, len(body), min(fh.Remaining, 2*cap(body)))
+			copy(grown, body)
+			body = grown
+		}
+		k, err := r.src.Read(body[len(body):cap(body)])
+		body = body[:len(body)+k]
+		if k == 0 && err == nil {
+			if empty++; empty == maxEmptyReads {
+				err = io.ErrNoProgress
+			}
+		} else {
+			empty = 0
+		}
+		if err != nil && len(body) < fh.Remaining {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
+			return nil, unexpected(err)
+		}
 	}
 	if fh.Type == PUBLISH {
 		// body is the Reader's own: the PUBLISH keeps it instead of a copy.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -298,5 +299,25 @@ func TestReaderConnectFirst(t *testing.T) {
 	p, err = r.ReadPacket()
 	if err != nil || p.(*Publish).Topic != "t" {
 		t.Fatalf("got %+v, %v", p, err)
+	}
+}
+
+// A header that announces a large packet and then stops costs only what was
+// sent: the body grows as bytes arrive (BAD-INPUT row 2).
+func TestReaderLargeBodyGrowsWithInput(t *testing.T) {
+	// CONNECT, Remaining Length 1,000,000, then the first bytes of the body
+	// and the end of the stream.
+	head := []byte{0x10, 0xC0, 0x84, 0x3D, 0x00, 0x04, 'M', 'Q', 'T', 'T', 0x05}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	rd := NewReader(bytes.NewReader(head), 0)
+	_, err := rd.ReadPacket()
+	runtime.ReadMemStats(&after)
+	if err == nil {
+		t.Fatal("a truncated 1 MB CONNECT was accepted")
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 64<<10 {
+		t.Fatalf("reading 11 bytes of an announced 1 MB packet allocated %d bytes", grew)
 	}
 }
