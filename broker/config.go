@@ -53,7 +53,9 @@ type Config struct {
 	QueueQoS0 bool
 	// WriteQueueBytes bounds bytes waiting in a connection's write queue; a
 	// consumer that lets more pile up loses its QoS 0 messages (counted) and
-	// keeps its QoS 1/2 messages in its session queue.
+	// keeps its QoS 1/2 messages in its session queue. A client that lets
+	// that much of control packets (acknowledgements, PINGRESPs), which
+	// cannot be dropped, pile up behind a blocked write is disconnected.
 	WriteQueueBytes int
 	// WriteTimeout closes a connection whose socket accepts nothing for this long.
 	WriteTimeout time.Duration
@@ -137,6 +139,11 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueMessages <= 0 || c.QueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("queue_messages %d / queue_bytes %d: want > 0", c.QueueMessages, c.QueueBytes))
+	}
+	if c.QueueMessages+int(c.MaxInflight) >= 65535 {
+		// Queued QoS 1/2 messages hold their packet id from the moment they
+		// are queued, so queue and window must fit in the id space.
+		errs = append(errs, fmt.Errorf("queue_messages %d + max_inflight %d: want below 65535", c.QueueMessages, c.MaxInflight))
 	}
 	if c.WriteQueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("write_queue_bytes %d: want > 0", c.WriteQueueBytes))

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
 )
@@ -18,9 +19,10 @@ import (
 // goroutine exists only while there is something to write (flush), so an
 // idle connection holds one parked goroutine and no buffers.
 type conn struct {
-	srv *Server
-	nc  net.Conn
-	rd  *packet.Reader
+	srv  *Server
+	nc   net.Conn
+	rd   *packet.Reader
+	head connectHead // the reader's source: nc, keeping the CONNECT's first bytes
 
 	// reader
 	version   packet.Version
@@ -47,6 +49,8 @@ type conn struct {
 	wq        []outItem
 	spare     []outItem
 	wqBytes   int
+	wqCtl     int  // control packets in wq: they cannot be dropped
+	writing   bool // the writer is writing a batch taken from wq
 	flushing  bool
 	closing   bool // no more enqueues; the socket closes once wq is written
 	closed    bool
@@ -65,7 +69,10 @@ type outItem struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	return &conn{srv: s, nc: nc, rd: packet.NewReader(nc, s.cfg.MaxPacketSize)}
+	c := &conn{srv: s, nc: nc}
+	c.head.src = nc
+	c.rd = packet.NewReader(&c.head, s.cfg.MaxPacketSize)
+	return c
 }
 
 // serve runs the connection to its end. A panic while handling this
@@ -169,13 +176,29 @@ func (c *conn) closeNow() {
 	}
 }
 
-// enqueue adds a control packet to the write queue.
+// ctlWeight is what one queued control packet counts against
+// WriteQueueBytes: the memory its queue entry takes.
+const ctlWeight = int(unsafe.Sizeof(outItem{}))
+
+// enqueue adds a control packet to the write queue. Control packets cannot
+// be dropped, so a client that lets WriteQueueBytes of them pile up behind
+// a write its socket does not take (it sends PINGREQs or PUBLISHes but does
+// not read the answers) is a slow consumer and is disconnected rather than
+// allowed to grow memory.
 func (c *conn) enqueue(it outItem) {
 	c.wmu.Lock()
 	if c.closing {
 		c.wmu.Unlock()
 		return
 	}
+	if c.writing && (c.wqCtl+1)*ctlWeight > c.srv.cfg.WriteQueueBytes {
+		c.wmu.Unlock()
+		c.srv.stats.SlowConsumers.Add(1)
+		c.srv.log.Info("client reads nothing of what it is sent; closing", "client_id", c.clientID)
+		c.closeNow()
+		return
+	}
+	c.wqCtl++
 	c.wq = append(c.wq, it)
 	start := !c.flushing
 	c.flushing = true
@@ -241,7 +264,8 @@ func (c *conn) flush() {
 			return
 		}
 		c.wq, c.spare = c.spare[:0], nil
-		c.wqBytes = 0
+		c.wqBytes, c.wqCtl = 0, 0
+		c.writing = true
 		c.wmu.Unlock()
 
 		buf := (*bp)[:0]
@@ -261,6 +285,7 @@ func (c *conn) flush() {
 		clear(q)
 		c.wmu.Lock()
 		c.spare = q[:0]
+		c.writing = false
 		c.wmu.Unlock()
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"net"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
@@ -20,7 +21,7 @@ func (c *conn) handshake() bool {
 	c.nc.SetReadDeadline(time.Now().Add(cfg.ConnectTimeout))
 	pk, err := c.rd.ReadPacket()
 	if err != nil {
-		c.refuseRead(err)
+		c.refuseConnect(pk, err)
 		return false
 	}
 	cp, ok := pk.(*packet.Connect)
@@ -211,6 +212,32 @@ func (c *conn) authenticate(cp *packet.Connect) ([]byte, bool) {
 	}
 }
 
+// refuseConnect answers a CONNECT that could not be read, in the version the
+// client speaks where that is known: an unsupported protocol name or level
+// gets CONNACK 0x84 in the 5.0 form when the level is 5, else return code
+// 0x01 in the 3.1.1 form ([MQTT-3.1.2-2] in both); a malformed CONNECT whose
+// first bytes say "MQTT" level 5 gets CONNACK 0x81 or 0x82 before the close
+// ([MQTT-3.1.4-1], section 4.13). Anything else (an oversized or unparsable
+// fixed header, a first packet that is not CONNECT, a 3.1.1 CONNECT that is
+// malformed, a timeout) is closed without an answer.
+func (c *conn) refuseConnect(pk packet.Packet, err error) {
+	var perr *packet.Error
+	if errors.As(err, &perr) {
+		switch perr.Code {
+		case packet.UnsupportedProtocolVersion:
+			c.version = packet.V311
+			if cp, ok := pk.(*packet.Connect); ok && cp.Version == packet.V5 {
+				c.version = packet.V5
+			}
+		case packet.MalformedPacket, packet.ProtocolError:
+			if c.head.version() == packet.V5 {
+				c.version = packet.V5
+			}
+		}
+	}
+	c.refuseRead(err)
+}
+
 // refuseRead answers a CONNECT-phase read failure.
 func (c *conn) refuseRead(err error) {
 	var perr *packet.Error
@@ -267,4 +294,40 @@ func newClientID() string {
 	var b [12]byte
 	rand.Read(b[:])
 	return "mqc-" + hex.EncodeToString(b[:])
+}
+
+// connectHeadLen covers what tells a CONNECT's version: a fixed header of up
+// to five bytes, the protocol name "MQTT" with its length, the level.
+const connectHeadLen = 5 + 2 + 4 + 1
+
+// connectHead is the reader's source for a connection: it passes reads
+// through to src and keeps a copy of the first connectHeadLen bytes, so that
+// a CONNECT too broken to decode can still be refused in the client's own
+// protocol version.
+type connectHead struct {
+	src net.Conn
+	b   [connectHeadLen]byte
+	n   int
+}
+
+func (h *connectHead) Read(p []byte) (int, error) {
+	n, err := h.src.Read(p)
+	if h.n < len(h.b) && n > 0 && n <= len(p) {
+		h.n += copy(h.b[h.n:], p[:n])
+	}
+	return n, err
+}
+
+// version returns the protocol level of the CONNECT the connection began
+// with when its protocol name is "MQTT", 0 when the bytes seen do not say.
+func (h *connectHead) version() packet.Version {
+	fh, n, err := packet.ParseFixedHeader(h.b[:h.n], 0)
+	if err != nil || fh.Type != packet.CONNECT {
+		return 0
+	}
+	rest := h.b[n:h.n]
+	if len(rest) < 7 || string(rest[:6]) != "\x00\x04MQTT" {
+		return 0
+	}
+	return packet.Version(rest[6])
 }

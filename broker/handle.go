@@ -69,7 +69,9 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			return &packet.Error{Code: packet.ReceiveMaximumExceeded, Reason: "more unacknowledged QoS 2 PUBLISHes than Receive Maximum"}
 		}
 		if n >= cfg.MaxAwaitingRel {
-			return &packet.Error{Code: packet.ReceiveMaximumExceeded, Reason: "too many QoS 2 messages awaiting PUBREL"}
+			// Not the client's Receive Maximum (checked above) but the
+			// server's own cap (BAD-INPUT row 21): 0x97 quota exceeded.
+			return &packet.Error{Code: packet.QuotaExceeded, Reason: "too many QoS 2 messages awaiting PUBREL"}
 		}
 	}
 	allowed := !isSysTopic(p.Topic) && (c.srv.acl == nil || c.srv.acl.CanPublish(&c.info, p.Topic))

@@ -68,6 +68,7 @@ type Stats struct {
 	DroppedTooLarge  atomic.Int64 // larger than the client's Maximum Packet Size
 	ProtocolErrors   atomic.Int64
 	Panics           atomic.Int64
+	SlowConsumers    atomic.Int64 // disconnected: their queue of control packets was full
 }
 
 // New builds a server. It does not listen yet: call Serve.
