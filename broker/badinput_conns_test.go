@@ -207,7 +207,46 @@ func TestBadInput25_KeepAlive(t *testing.T) {
 		}
 	})
 	t.Run("connection limits per IP and in all", func(t *testing.T) {
-		t.Skip("connection limits: not implemented yet")
+		cfg := DefaultConfig()
+		cfg.MaxConnections, cfg.MaxConnectionsPerIP = 6, 4
+		ls := startServer(t, &cfg)
+		from := func(ip string) *raw {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+			nc, err := d.Dial("tcp", ls.addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { nc.Close() })
+			return &raw{t: t, nc: nc, rd: packet.NewReader(nc, 0)}
+		}
+		var first []*raw
+		for i := range 4 {
+			r := from("127.0.0.1")
+			r.connect(packet.V5, fmt.Sprintf("ip1-%d", i))
+			first = append(first, r)
+		}
+		// The fifth from the same address is closed before it is read.
+		from("127.0.0.1").expectSilentClose(5 * time.Second)
+		for i := range 2 {
+			from("127.0.0.2").connect(packet.V311, fmt.Sprintf("ip2-%d", i))
+		}
+		// Six in all: a seventh from a fresh address is refused too.
+		from("127.0.0.3").expectSilentClose(5 * time.Second)
+		if n := ls.stats.RefusedConnections.Load(); n != 2 {
+			t.Fatalf("refused connections counted %d, want 2", n)
+		}
+		// A slot that frees up admits again.
+		first[0].nc.Close()
+		eventually(t, 5*time.Second, func() error {
+			r := from("127.0.0.1")
+			r.send(&packet.Connect{ProtocolName: "MQTT", Version: packet.V5, CleanStart: true, ClientID: "again"})
+			r.v = packet.V5
+			r.rd.SetVersion(packet.V5)
+			if _, err := r.readErr(2 * time.Second); err != nil {
+				return fmt.Errorf("not admitted yet: %v", err)
+			}
+			return nil
+		})
 	})
 }
 
@@ -281,7 +320,21 @@ func TestBadInput26_TakeoverStorm(t *testing.T) {
 		}
 	})
 	t.Run("connect rate limit", func(t *testing.T) {
-		t.Skip("connection limits: not implemented yet (0x9F connection rate exceeded)")
+		cfg := DefaultConfig()
+		cfg.ConnectRate, cfg.ConnectBurst = 0.01, 3 // three, then one per 100 s
+		ls := startServer(t, &cfg)
+		for i := range 3 {
+			rawConnected(t, ls.addr, packet.V5, fmt.Sprintf("rate-%d", i))
+		}
+		over := dialRaw(t, ls.addr)
+		over.write(cleanConnect(packet.V5, "rate-over"))
+		over.expectConnack(packet.V5, packet.ConnectionRateExceeded)
+		over3 := dialRaw(t, ls.addr)
+		over3.write(cleanConnect(packet.V311, "rate-over-3"))
+		over3.expectConnack(packet.V311, packet.V3ServerUnavailable)
+		if n := ls.stats.RateLimitedConnects.Load(); n != 2 {
+			t.Fatalf("rate-limited connects counted %d, want 2", n)
+		}
 	})
 	eventually(t, 5*time.Second, func() error {
 		if ids := s.sessionIDs(); len(ids) != 3 || s.session("storm") == nil {

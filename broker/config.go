@@ -69,6 +69,16 @@ type Config struct {
 	MaximumQoS byte
 	// SharedStrategy picks one member of a share group per message.
 	SharedStrategy SharedStrategy
+	// MaxConnections bounds connections in all; MaxConnectionsPerIP those
+	// from one source address (0: no bound). A connection over either is
+	// closed at once, before anything is read from it.
+	MaxConnections      int
+	MaxConnectionsPerIP int
+	// ConnectRate is the number of CONNECTs per second accepted overall,
+	// with bursts up to ConnectBurst (0: no bound); a CONNECT over it gets
+	// CONNACK 0x9F (5.0) / 0x03 (3.1.1).
+	ConnectRate  float64
+	ConnectBurst int
 	// ServerReference, when set, is sent to 5.0 clients told to go elsewhere.
 	ServerReference string
 	// ResponseInformation is returned to 5.0 clients that request it.
@@ -110,6 +120,7 @@ func DefaultConfig() Config {
 		SharedSubscriptions:     true,
 		MaximumQoS:              2,
 		SharedStrategy:          ShareRoundRobin,
+		MaxConnections:          100000,
 	}
 }
 
@@ -147,6 +158,12 @@ func (c *Config) Validate() error {
 	}
 	if c.WriteQueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("write_queue_bytes %d: want > 0", c.WriteQueueBytes))
+	}
+	if c.MaxConnections < 0 || c.MaxConnectionsPerIP < 0 {
+		errs = append(errs, fmt.Errorf("max_connections %d / max_connections_per_ip %d: want >= 0", c.MaxConnections, c.MaxConnectionsPerIP))
+	}
+	if c.ConnectRate < 0 || c.ConnectRate > 0 && c.ConnectBurst <= 0 {
+		errs = append(errs, fmt.Errorf("connect_rate %v / connect_burst %d: want a rate >= 0 and, with a rate, a burst > 0", c.ConnectRate, c.ConnectBurst))
 	}
 	if c.MaximumQoS > 2 {
 		errs = append(errs, fmt.Errorf("maximum_qos %d: want 0..2", c.MaximumQoS))

@@ -23,6 +23,7 @@ type conn struct {
 	nc   net.Conn
 	rd   *packet.Reader
 	head connectHead // the reader's source: nc, keeping the CONNECT's first bytes
+	ip   string      // source address, when counted against MaxConnectionsPerIP
 
 	// reader
 	version   packet.Version

@@ -34,6 +34,11 @@ func (c *conn) handshake() bool {
 	}
 	c.version = cp.Version
 	c.rd.SetVersion(cp.Version)
+	if !c.srv.connects.allow(time.Now()) {
+		c.srv.stats.RateLimitedConnects.Add(1)
+		c.refuse(packet.ConnectionRateExceeded, errors.New("connect rate exceeded"))
+		return false
+	}
 	if err := packet.Validate(cp, cp.Version, c.srv.lim); err != nil {
 		c.refuse(packet.CodeOf(err), err)
 		return false

@@ -47,6 +47,8 @@ type Server struct {
 	sessions  map[string]*session
 	listeners map[net.Listener]struct{}
 	conns     map[*conn]struct{}
+	perIP     map[string]int
+	connects  *rateLimiter
 	closed    bool
 	wg        sync.WaitGroup
 
@@ -67,8 +69,12 @@ type Stats struct {
 	DroppedExpired   atomic.Int64 // message expiry passed before delivery
 	DroppedTooLarge  atomic.Int64 // larger than the client's Maximum Packet Size
 	ProtocolErrors   atomic.Int64
-	Panics           atomic.Int64
-	SlowConsumers    atomic.Int64 // disconnected: their queue of control packets was full
+	// RefusedConnections counts connections closed by MaxConnections or
+	// MaxConnectionsPerIP; RateLimitedConnects CONNECTs refused with 0x9F.
+	RefusedConnections  atomic.Int64
+	RateLimitedConnects atomic.Int64
+	Panics              atomic.Int64
+	SlowConsumers       atomic.Int64 // disconnected: their queue of control packets was full
 }
 
 // New builds a server. It does not listen yet: call Serve.
@@ -91,6 +97,8 @@ func New(cfg Config, opts Options) (*Server, error) {
 		sessions:  make(map[string]*session),
 		listeners: make(map[net.Listener]struct{}),
 		conns:     make(map[*conn]struct{}),
+		perIP:     make(map[string]int),
+		connects:  newRateLimiter(cfg.ConnectRate, cfg.ConnectBurst),
 		start:     time.Now(),
 	}
 	s.lim = packet.DefaultLimits()
@@ -156,6 +164,13 @@ func (s *Server) accept(nc net.Conn) {
 		nc.Close()
 		return
 	}
+	if !s.admitLocked(c) {
+		s.mu.Unlock()
+		s.stats.RefusedConnections.Add(1)
+		s.log.Debug("connection over the limits; closed", "remote", nc.RemoteAddr().String())
+		nc.Close()
+		return
+	}
 	s.conns[c] = struct{}{}
 	s.wg.Add(1)
 	s.mu.Unlock()
@@ -165,6 +180,7 @@ func (s *Server) accept(nc net.Conn) {
 		c.serve()
 		s.mu.Lock()
 		delete(s.conns, c)
+		s.releaseLocked(c)
 		s.mu.Unlock()
 	}()
 }
