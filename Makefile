@@ -30,12 +30,40 @@ test: fmt-check vet
 bench-codec:
 	$(GO) test -run='^$$' -bench=. -benchmem ./broker/packet/ ./broker/topic/
 
+# mqcluster against Debian's Mosquitto, side by side, with the same load
+# (figures and how to read them in docs/performance.md). Takes a few minutes;
+# the raw figures go to bin/bench.json. Pass flags with BENCHFLAGS, e.g.
+# BENCHFLAGS='--scenarios fanin,qos1'.
+BENCHFLAGS ?=
+bench: build
+	./$(BIN) bench --mqcluster-bin ./$(BIN) --json bin/bench.json $(BENCHFLAGS)
+
 # Every fuzz target for FUZZTIME each (default 10m), one after another.
 fuzz:
 	@for t in FuzzParseFixedHeader FuzzDecode FuzzDecodePublish FuzzReader; do \
 		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./broker/packet/ || exit 1; done
 	@for t in FuzzTrieMatch FuzzValidateFilter; do \
 		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./broker/topic/ || exit 1; done
+
+# Regenerate the Go code of proto/ (committed; CI does not run this). Needs
+# protoc from Debian (apt-get update && apt-get install -y protobuf-compiler);
+# protoc-gen-go is installed into bin/ at the version of
+# google.golang.org/protobuf in go.mod, so the generated code matches the
+# runtime it is compiled against. protoc-gen-go-grpc (the service stubs, from
+# transport.proto) is its own module, pinned here; the code it generates needs
+# google.golang.org/grpc >= 1.64 (grpc.SupportPackageIsVersion9).
+PROTOC_GEN_GO_VERSION = $(shell $(GO) list -m -f '{{.Version}}' google.golang.org/protobuf)
+PROTOC_GEN_GO_GRPC_VERSION = v1.6.2
+.PHONY: proto
+proto:
+	@command -v protoc >/dev/null || { echo "make proto needs protoc: apt-get update && apt-get install -y protobuf-compiler"; exit 1; }
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(CURDIR)/bin $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	protoc --plugin=protoc-gen-go=$(CURDIR)/bin/protoc-gen-go \
+		--plugin=protoc-gen-go-grpc=$(CURDIR)/bin/protoc-gen-go-grpc -I proto \
+		--go_out=proto --go_opt=paths=source_relative \
+		--go-grpc_out=proto --go-grpc_opt=paths=source_relative \
+		proto/mqcluster/v1/*.proto
 
 clean:
 	rm -rf bin

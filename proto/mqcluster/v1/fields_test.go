@@ -86,6 +86,7 @@ func (e entry) String() string { return fmt.Sprintf("%s %d %s %s", e.parent, e.n
 var files = []protoreflect.FileDescriptor{
 	pb.File_mqcluster_v1_command_proto,
 	pb.File_mqcluster_v1_snapshot_proto,
+	pb.File_mqcluster_v1_transport_proto,
 }
 
 // describe lists the fields and enum values of this package, sorted.
