@@ -240,4 +240,3 @@ func (n *Node) addServer(m member, voter bool) {
 	}
 	n.log.Info("member added to raft", "peer", m.id, "voter", voter, "raft_addr", m.raft)
 }
-

@@ -11,10 +11,13 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/store"
+	"github.com/mqcluster/mqcluster/cmd/mqcluster/bench"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -32,6 +35,9 @@ func run(args []string) error {
 		fmt.Println("mqcluster", version)
 		return nil
 	}
+	if len(args) > 0 && args[0] == "bench" {
+		return bench.Main(args[1:])
+	}
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
@@ -39,6 +45,7 @@ func run(args []string) error {
 	listen := fs.String("listen", ":1883", "MQTT listener address")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
+	dataDir := fs.String("data-dir", "data", "directory for persistent sessions and retained messages; empty keeps everything in memory")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -53,8 +60,22 @@ func run(args []string) error {
 	}
 	log := slog.New(h)
 
-	srv, err := broker.New(broker.DefaultConfig(), broker.Options{Logger: log})
+	opts := broker.Options{Logger: log}
+	if *dataDir != "" {
+		if err := os.MkdirAll(*dataDir, 0o750); err != nil {
+			return fmt.Errorf("data-dir: %w", err)
+		}
+		st, err := store.Open(filepath.Join(*dataDir, "sessions.db"), store.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("data-dir: %w", err)
+		}
+		opts.Store = st
+	}
+	srv, err := broker.New(broker.DefaultConfig(), opts)
 	if err != nil {
+		if opts.Store != nil {
+			opts.Store.Close()
+		}
 		return err
 	}
 	ln, err := net.Listen("tcp", *listen)
