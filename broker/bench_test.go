@@ -54,7 +54,7 @@ func benchRoute(b *testing.B, pubs, subs int, qos byte) {
 	cfg := DefaultConfig()
 	// No slow-consumer or queue drops: every message is counted.
 	cfg.WriteQueueBytes = 1 << 30
-	cfg.QueueMessages, cfg.QueueBytes = 60000, 1<<30
+	cfg.QueueMessages, cfg.QueueBytes = 10_000_000, 1<<32
 	s := startServer(b, &cfg)
 	var wg sync.WaitGroup
 	perSub := b.N

@@ -43,7 +43,9 @@ type Config struct {
 	// applies to 3.1.1 clean-session-0 sessions when non-zero.
 	MaxSessionExpiry uint32
 	// QueueMessages and QueueBytes bound one session's queue of messages
-	// waiting for delivery (offline, or beyond the in-flight window).
+	// waiting for delivery (offline, or beyond the in-flight window). A
+	// stored (persistent) session's queue is also bounded by the packet-id
+	// space: 65,535 minus MaxInflight.
 	QueueMessages int
 	QueueBytes    int
 	// DropOldest chooses what a full queue drops: the oldest message (true)
@@ -151,10 +153,8 @@ func (c *Config) Validate() error {
 	if c.QueueMessages <= 0 || c.QueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("queue_messages %d / queue_bytes %d: want > 0", c.QueueMessages, c.QueueBytes))
 	}
-	if c.QueueMessages+int(c.MaxInflight) >= 65535 {
-		// Queued QoS 1/2 messages hold their packet id from the moment they
-		// are queued, so queue and window must fit in the id space.
-		errs = append(errs, fmt.Errorf("queue_messages %d + max_inflight %d: want below 65535", c.QueueMessages, c.MaxInflight))
+	if c.MaxInflight > 65000 {
+		errs = append(errs, fmt.Errorf("max_inflight %d: want at most 65000 (packet ids)", c.MaxInflight))
 	}
 	if c.WriteQueueBytes <= 0 {
 		errs = append(errs, fmt.Errorf("write_queue_bytes %d: want > 0", c.WriteQueueBytes))

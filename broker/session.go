@@ -43,7 +43,7 @@ type session struct {
 	queue      msgQueue // waiting for a free in-flight slot or for the client
 	sendQuota  int      // in-flight window of the current connection
 	nextID     uint16
-	usedIDs    []uint64 // bitmap of packet ids held by queued and in-flight messages
+	usedIDs    []uint64 // bitmap of packet ids held by in-flight (and stored queued) messages
 	nextSeq    uint64   // store sequence of the last stored message
 	trash      []uint64 // store sequences of ended flows, to delete
 	wasStored  bool     // a record of this session was written to the store
@@ -85,10 +85,11 @@ func (ss *session) deliverVia(m *Message, qos byte, retain bool, subIDs []uint32
 // stored reports whether the session's messages go to the store.
 func (ss *session) stored() bool { return ss.persistent && ss.srv.store != nil }
 
-// prepare is the first half of a delivery: it assigns the packet id (at
-// enqueue time, so that it is part of the stored record and a restart
-// resends with the same id, which keeps QoS 2 exactly once) and, for a
-// stored session, the store sequence. It returns the store write that must
+// prepare is the first half of a delivery. For a stored session it assigns
+// the packet id at enqueue time, so that the id is part of the stored record
+// and a restart resends with the same id (which keeps QoS 2 exactly once),
+// and the store sequence; other sessions get their id when the message is
+// sent, so their queues are not bounded by the id space. It returns the store write that must
 // be durable before place. ok is false when the message is not delivered.
 func (ss *session) prepare(o *outMsg) (op StoreOp, write, ok bool) {
 	ss.mu.Lock()
@@ -106,13 +107,10 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 		ss.srv.stats.DroppedTooLarge.Add(1)
 		return StoreOp{}, false
 	}
-	if o.qos == 0 {
+	if o.qos == 0 || !ss.stored() {
 		return StoreOp{}, true
 	}
 	o.packetID = ss.newPacketID()
-	if !ss.stored() {
-		return StoreOp{}, true
-	}
 	ss.nextSeq++
 	o.seq = ss.nextSeq
 	return StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()}, true
@@ -158,6 +156,9 @@ func estimateSize(m *Message) int {
 // send writes a QoS 1/2 message into the in-flight window. Caller holds mu
 // and has checked that a connection and a window slot exist.
 func (ss *session) send(o outMsg) {
+	if o.packetID == 0 {
+		o.packetID = ss.newPacketID()
+	}
 	o.state = statePublish
 	ss.inflight = append(ss.inflight, o)
 	ss.conn.enqueuePublish(o)
@@ -196,7 +197,12 @@ func (ss *session) retire(o *outMsg) {
 func (ss *session) push(o outMsg) {
 	cfg := &ss.srv.cfg
 	n := o.msg.size()
-	for ss.queue.len() > 0 && (ss.queue.len() >= cfg.QueueMessages || ss.queue.bytes+n > cfg.QueueBytes) {
+	limit := cfg.QueueMessages
+	if ss.stored() {
+		// Queued messages of a stored session hold packet ids.
+		limit = min(limit, 65535-int(cfg.MaxInflight)-1)
+	}
+	for ss.queue.len() > 0 && (ss.queue.len() >= limit || ss.queue.bytes+n > cfg.QueueBytes) {
 		ss.srv.stats.DroppedQueueFull.Add(1)
 		if !cfg.DropOldest {
 			ss.retire(&o)

@@ -46,6 +46,10 @@ func run(args []string) error {
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log format: text or json")
 	dataDir := fs.String("data-dir", "data", "directory for persistent sessions and retained messages; empty keeps everything in memory")
+	def := broker.DefaultConfig()
+	queuedMsgs := fs.Int("max-queued-messages", def.QueueMessages, "messages one session may queue (offline, or beyond its in-flight window)")
+	queuedBytes := fs.Int("max-queued-bytes", def.QueueBytes, "bytes one session may queue")
+	writeQueue := fs.Int("write-queue-bytes", def.WriteQueueBytes, "bytes waiting for one connection's socket before QoS 0 messages are dropped")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -71,7 +75,9 @@ func run(args []string) error {
 		}
 		opts.Store = st
 	}
-	srv, err := broker.New(broker.DefaultConfig(), opts)
+	cfg := def
+	cfg.QueueMessages, cfg.QueueBytes, cfg.WriteQueueBytes = *queuedMsgs, *queuedBytes, *writeQueue
+	srv, err := broker.New(cfg, opts)
 	if err != nil {
 		if opts.Store != nil {
 			opts.Store.Close()

@@ -45,6 +45,9 @@ type brokerBins struct {
 	// mqclusterDataDir says that `mqcluster serve` has --data-dir: it is
 	// pointed into the broker's temporary directory.
 	mqclusterDataDir bool
+	// mqclusterQueueFlags says that `mqcluster serve` has the queue-limit
+	// flags: they are set as large as Mosquitto's max_queued_messages.
+	mqclusterQueueFlags bool
 }
 
 // startBroker starts the named broker on a free loopback port and waits
@@ -84,6 +87,12 @@ func startBroker(ctx context.Context, name string, bins brokerBins) (*brokerProc
 		args := []string{"serve", "--listen", b.addr}
 		if bins.mqclusterDataDir {
 			args = append(args, "--data-dir", filepath.Join(dir, "data"))
+		}
+		if bins.mqclusterQueueFlags {
+			// The same effectively unbounded queues Mosquitto is given:
+			// max_queued_messages for both QoS 1 and online QoS 0.
+			args = append(args, "--max-queued-messages", strconv.Itoa(bins.mosquittoMaxQueued),
+				"--max-queued-bytes", strconv.Itoa(8<<30), "--write-queue-bytes", strconv.Itoa(8<<30))
 		}
 		b.cmd = exec.Command(bins.mqcluster, args...)
 	case Mosquitto:

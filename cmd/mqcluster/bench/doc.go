@@ -9,7 +9,8 @@
 // idle connection, with the ratios mqcluster/mosquitto.
 //
 // It measures and reports; it never asserts performance targets. It fails
-// only when a broker cannot be started or a QoS 1 flow loses messages. It
-// never imports the broker except in its tests, which run the generator
-// against an in-process broker.Server.
+// only when a broker cannot be started or dies, or a QoS 1 flow loses
+// messages. It talks to brokers only over TCP: package broker is imported by
+// its tests alone, which run the generator against an in-process
+// broker.Server.
 package bench

@@ -190,9 +190,12 @@ type Report struct {
 	MosquittoMaxQueued int `json:"mosquitto_max_queued_messages"`
 	// MQClusterDataDir says whether mqcluster ran with --data-dir (in its
 	// temporary directory).
-	MQClusterDataDir bool     `json:"mqcluster_data_dir"`
-	Results          []Result `json:"results"`
-	Failures         []string `json:"failures,omitempty"`
+	MQClusterDataDir bool `json:"mqcluster_data_dir"`
+	// MQClusterQueueFlags says whether mqcluster was given Mosquitto's
+	// queue bound through its queue-limit flags.
+	MQClusterQueueFlags bool     `json:"mqcluster_queue_flags"`
+	Results             []Result `json:"results"`
+	Failures            []string `json:"failures,omitempty"`
 }
 
 // Machine describes where the run happened.
@@ -237,6 +240,7 @@ func Run(ctx context.Context, cfg *Config, out io.Writer) error {
 	}
 	rep.MosquittoMaxQueued = bins.mosquittoMaxQueued
 	rep.MQClusterDataDir = bins.mqclusterDataDir
+	rep.MQClusterQueueFlags = bins.mqclusterQueueFlags
 	printHeader(out, rep)
 
 	r := newRunner(cfg.Stall)
@@ -365,6 +369,7 @@ func (c *Config) binaries() (brokerBins, error) {
 		if name == MQCluster {
 			b.mqcluster = path
 			b.mqclusterDataDir = hasFlag(path, "data-dir")
+			b.mqclusterQueueFlags = hasFlag(path, "max-queued-messages")
 		} else {
 			b.mosquitto = path
 		}

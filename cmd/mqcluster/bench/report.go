@@ -37,7 +37,11 @@ func printHeader(out io.Writer, rep *Report) {
 		if rep.MQClusterDataDir {
 			dataDir = " --data-dir TMPDIR/data"
 		}
-		fmt.Fprintf(out, "mqcluster: serve --listen 127.0.0.1:PORT%s, default configuration\n", dataDir)
+		queues := ", default configuration"
+		if rep.MQClusterQueueFlags {
+			queues = fmt.Sprintf(" --max-queued-messages %d --max-queued-bytes 8GiB --write-queue-bytes 8GiB (Mosquitto's queue bound), the rest default", rep.MosquittoMaxQueued)
+		}
+		fmt.Fprintf(out, "mqcluster: serve --listen 127.0.0.1:PORT%s%s\n", dataDir, queues)
 	}
 	if l, err := strconv.ParseFloat(strings.Fields(m.LoadAvgAtStart + " x")[0], 64); err == nil && l > 0.5*float64(m.CPUs) {
 		fmt.Fprintf(out, "WARNING: load average %.2f on %d CPUs: other work competes with the brokers and the generator; the figures are noisy.\n", l, m.CPUs)
