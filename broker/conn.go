@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -46,12 +47,19 @@ type conn struct {
 	established atomic.Bool
 
 	// writer: everything below is guarded by wmu
-	wmu       sync.Mutex
-	wq        []outItem
-	spare     []outItem
-	wqBytes   int
-	wqCtl     int  // control packets in wq: they cannot be dropped
-	writing   bool // the writer is writing a batch taken from wq
+	wmu      sync.Mutex
+	wq       []outItem
+	spare    []outItem
+	wqBytes  int
+	wqCtl    int    // control packets in wq: they cannot be dropped
+	writing  bool   // the writer is writing a batch taken from wq
+	leftover []byte // bytes an inline write left unwritten; flush sends them first
+	raw      syscall.RawConn
+
+	// kicks are the connections whose writers this connection's reader
+	// starts at the end of its read burst (reader-owned).
+	kicks     []*conn
+	sinceKick int
 	flushing  bool
 	closing   bool // no more enqueues; the socket closes once wq is written
 	closed    bool
@@ -71,6 +79,9 @@ type outItem struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.raw, _ = sc.SyscallConn()
+	}
 	c.head.src = nc
 	c.rd = packet.NewReader(&c.head, s.cfg.MaxPacketSize)
 	return c
@@ -80,6 +91,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 // connection's input closes only this connection.
 func (c *conn) serve() {
 	defer func() {
+		// Writers owed to other connections start whatever happened here.
+		c.runKicks()
 		if r := recover(); r != nil {
 			c.srv.stats.Panics.Add(1)
 			c.srv.log.Error("panic in connection; closing it", "client_id", c.clientID,
@@ -100,7 +113,11 @@ func (c *conn) serve() {
 			c.readFailed(err)
 			return
 		}
-		if err := c.handle(pk); err != nil {
+		err = c.handle(pk)
+		if c.sinceKick++; len(c.kicks) > 0 && (c.rd.Buffered() == 0 || c.sinceKick >= maxKickDelay) {
+			c.runKicks()
+		}
+		if err != nil {
 			if err != errDisconnected {
 				c.fail(err)
 			}
@@ -187,26 +204,40 @@ const ctlWeight = int(unsafe.Sizeof(outItem{}))
 // not read the answers) is a slow consumer and is disconnected rather than
 // allowed to grow memory.
 func (c *conn) enqueue(it outItem) {
+	if c.pushControl(it) {
+		go c.flush()
+	}
+}
+
+// enqueueFrom is enqueue by the reader goroutine of kicker: starting the
+// writer is left to the end of kicker's read burst (see kick).
+func (c *conn) enqueueFrom(kicker *conn, it outItem) {
+	if c.pushControl(it) {
+		kicker.kick(c)
+	}
+}
+
+// pushControl queues a control packet and reports whether the caller must
+// start the writer.
+func (c *conn) pushControl(it outItem) (start bool) {
 	c.wmu.Lock()
 	if c.closing {
 		c.wmu.Unlock()
-		return
+		return false
 	}
 	if c.writing && (c.wqCtl+1)*ctlWeight > c.srv.cfg.WriteQueueBytes {
 		c.wmu.Unlock()
 		c.srv.stats.SlowConsumers.Add(1)
 		c.srv.log.Info("client reads nothing of what it is sent; closing", "client_id", c.clientID)
 		c.closeNow()
-		return
+		return false
 	}
 	c.wqCtl++
 	c.wq = append(c.wq, it)
-	start := !c.flushing
+	start = !c.flushing
 	c.flushing = true
 	c.wmu.Unlock()
-	if start {
-		go c.flush()
-	}
+	return start
 }
 
 // enqueueAck queues PUBACK, PUBREC, PUBREL or PUBCOMP without allocating.
@@ -214,11 +245,21 @@ func (c *conn) enqueueAck(t packet.Type, id uint16, code packet.ReasonCode) {
 	c.enqueue(outItem{ack: t, id: id, code: code})
 }
 
-// enqueuePublish queues one delivery. A QoS 0 message that finds the write
-// queue over its byte bound is dropped and counted (a slow consumer must not
-// grow memory); QoS 1/2 deliveries are bounded by the in-flight window.
-// It reports whether the delivery was queued.
+// enqueuePublish queues one delivery and starts a writer goroutine when
+// none runs. It reports whether the delivery was queued.
 func (c *conn) enqueuePublish(o outMsg) bool {
+	queued, start := c.pushPublish(o)
+	if start {
+		go c.flush()
+	}
+	return queued
+}
+
+// pushPublish queues one delivery; start says the caller must start the
+// writer. A QoS 0 message that finds the write queue over its byte bound is
+// dropped and counted (a slow consumer must not grow memory); QoS 1/2
+// deliveries are bounded by the in-flight window.
+func (c *conn) pushPublish(o outMsg) (queued, start bool) {
 	n := o.msg.size()
 	c.wmu.Lock()
 	if c.closing || (o.qos == 0 && c.wqBytes+n > c.srv.cfg.WriteQueueBytes) {
@@ -226,17 +267,122 @@ func (c *conn) enqueuePublish(o outMsg) bool {
 		if o.qos == 0 {
 			c.srv.stats.DroppedQoS0.Add(1)
 		}
-		return false
+		return false, false
 	}
 	c.wq = append(c.wq, outItem{m: o})
 	c.wqBytes += n
-	start := !c.flushing
+	start = !c.flushing
 	c.flushing = true
 	c.wmu.Unlock()
-	if start {
+	return true, start
+}
+
+// maxKickDelay bounds how many packets a reader handles before it starts
+// the writers it owes, however much input is buffered.
+const maxKickDelay = 64
+
+// kick records that the writer of target must be started by this
+// connection's reader goroutine at the end of its read burst: then one
+// non-blocking write sends everything that burst queued for target, and at
+// low rates no goroutine is started per message. Only the reader goroutine
+// of c calls it.
+func (c *conn) kick(target *conn) {
+	c.kicks = append(c.kicks, target)
+}
+
+// runKicks starts the writers this reader owes.
+func (c *conn) runKicks() {
+	for i, t := range c.kicks {
+		t.writeInline()
+		c.kicks[i] = nil
+	}
+	c.kicks = c.kicks[:0]
+	c.sinceKick = 0
+}
+
+// writeInline writes what is queued for c with one non-blocking write from
+// the calling goroutine; what the socket does not take at once goes to a
+// flush goroutine. The caller holds no lock and was told to start the
+// writer (flushing is set).
+func (c *conn) writeInline() {
+	if c.raw == nil {
+		go c.flush()
+		return
+	}
+	c.wmu.Lock()
+	q := c.wq
+	if len(q) == 0 || c.closing || c.leftover != nil {
+		c.wmu.Unlock()
+		go c.flush()
+		return
+	}
+	c.wq, c.spare = c.spare[:0], nil
+	c.wqBytes, c.wqCtl = 0, 0
+	c.writing = true
+	c.wmu.Unlock()
+
+	bp := bufPool.Get().(*[]byte)
+	buf := (*bp)[:0]
+	for i := range q {
+		buf = c.encode(buf, &q[i])
+	}
+	n, err := c.tryWrite(buf)
+	clear(q)
+	c.wmu.Lock()
+	c.spare = q[:0]
+	c.writing = false
+	if err == nil && n < len(buf) {
+		c.leftover = append([]byte(nil), buf[n:]...)
+	}
+	more := c.leftover != nil || len(c.wq) > 0 || c.closing
+	if !more {
+		c.flushing = false
+	}
+	c.wmu.Unlock()
+	*bp = buf[:0]
+	bufPool.Put(bp)
+	switch {
+	case err != nil:
+		c.closeNow()
+	case more:
 		go c.flush()
 	}
-	return true
+}
+
+// tryWrite writes b without blocking and returns how much the socket took.
+func (c *conn) tryWrite(b []byte) (int, error) {
+	n := 0
+	var werr error
+	err := c.raw.Write(func(fd uintptr) bool {
+		for n < len(b) {
+			k, e := syscall.Write(int(fd), b[n:])
+			if k > 0 {
+				n += k
+			}
+			switch {
+			case e == syscall.EINTR:
+				continue
+			case e == syscall.EAGAIN:
+				return true
+			case e != nil:
+				werr = e
+				return true
+			case k <= 0:
+				return true
+			}
+		}
+		return true
+	})
+	c.srv.stats.BytesOut.Add(int64(n))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		// The deadline of an earlier blocking write has passed: leave the
+		// bytes to flush, which sets a fresh one.
+		return n, nil
+	}
+	if err != nil {
+		return n, err
+	}
+	return n, werr
 }
 
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
@@ -248,8 +394,10 @@ func (c *conn) flush() {
 	defer bufPool.Put(bp)
 	for {
 		c.wmu.Lock()
+		lo := c.leftover
+		c.leftover = nil
 		q := c.wq
-		if len(q) == 0 {
+		if len(q) == 0 && lo == nil {
 			c.flushing = false
 			closeAfter := c.closing && !c.closed
 			if closeAfter {
@@ -269,6 +417,10 @@ func (c *conn) flush() {
 		c.writing = true
 		c.wmu.Unlock()
 
+		if lo != nil && !c.write(lo) {
+			clear(q)
+			q = q[:0]
+		}
 		buf := (*bp)[:0]
 		for i := range q {
 			buf = c.encode(buf, &q[i])

@@ -24,7 +24,7 @@ func (c *conn) handle(pk packet.Packet) error {
 	case *packet.Unsubscribe:
 		return c.handleUnsubscribe(p)
 	case *packet.Pingreq:
-		c.enqueue(outItem{pkt: pingresp})
+		c.enqueueFrom(c, outItem{pkt: pingresp})
 		return nil
 	case *packet.Disconnect:
 		return c.handleDisconnect(p)

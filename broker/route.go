@@ -98,7 +98,7 @@ func (s *Server) dispatch(m *Message, targets []target, from *conn, extra []Stor
 		preps = append(preps, prepared{sess: t.sess, o: o})
 	}
 	if s.store == nil || len(ops) == 0 && (from == nil || from.pending.Load() == 0) {
-		s.place(m, preps, ack, retain)
+		s.place(m, preps, ack, retain, from)
 		clear(preps)
 		sc.preps, sc.ops = preps[:0], ops[:0]
 		return
@@ -108,7 +108,7 @@ func (s *Server) dispatch(m *Message, targets []target, from *conn, extra []Stor
 	clear(preps)
 	clear(ops)
 	sc.preps, sc.ops = preps[:0], ops[:0]
-	done := func() { s.place(m, own, ack, retain) }
+	done := func() { s.place(m, own, ack, retain, nil) }
 	if from != nil {
 		from.afterDurable(writes, done)
 		return
@@ -117,14 +117,15 @@ func (s *Server) dispatch(m *Message, targets []target, from *conn, extra []Stor
 }
 
 // place is the second step of dispatch.
-func (s *Server) place(m *Message, preps []prepared, ack ackTo, retain bool) {
+// kicker is the connection whose reader goroutine runs this, or nil.
+func (s *Server) place(m *Message, preps []prepared, ack ackTo, retain bool, kicker *conn) {
 	if retain {
 		s.retainInMemory(m)
 	}
 	for i := range preps {
-		preps[i].sess.place(preps[i].o)
+		preps[i].sess.place(preps[i].o, kicker)
 	}
-	ack.send()
+	ack.send(kicker)
 }
 
 // ackTo is the acknowledgement a publisher is owed once its message is
@@ -135,8 +136,12 @@ type ackTo struct {
 	id uint16
 }
 
-func (a ackTo) send() {
-	if a.c != nil {
+func (a ackTo) send(kicker *conn) {
+	switch {
+	case a.c == nil:
+	case kicker != nil:
+		a.c.enqueueFrom(kicker, outItem{ack: a.t, id: a.id, code: packet.Success})
+	default:
 		a.c.enqueueAck(a.t, a.id, packet.Success)
 	}
 }

@@ -76,10 +76,12 @@ func (ss *session) online() bool {
 func (ss *session) deliverVia(m *Message, qos byte, retain bool, subIDs []uint32, share *shareRef) {
 	o := outMsg{msg: m, qos: qos, retain: retain, subIDs: subIDs, share: share}
 	ss.mu.Lock()
+	var start *conn
 	if _, ok := ss.prepareLocked(&o); ok {
-		ss.placeLocked(o)
+		start = ss.placeLocked(o)
 	}
 	ss.mu.Unlock()
+	startWriter(start, nil)
 }
 
 // stored reports whether the session's messages go to the store.
@@ -118,30 +120,53 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 
 // place is the second half of a delivery: straight to the connection when a
 // slot in the in-flight window is free, into the bounded queue otherwise.
-func (ss *session) place(o outMsg) {
+// kicker, when not nil, is the connection whose reader goroutine runs this:
+// it starts the writer at the end of its read burst instead of a goroutine
+// being started now.
+func (ss *session) place(o outMsg, kicker *conn) {
 	ss.mu.Lock()
-	ss.placeLocked(o)
+	start := ss.placeLocked(o)
 	ss.mu.Unlock()
+	startWriter(start, kicker)
 }
 
-func (ss *session) placeLocked(o outMsg) {
+// startWriter starts the writer of c (nil: nothing to start), through
+// kicker's end of burst when there is a kicker.
+func startWriter(c, kicker *conn) {
+	switch {
+	case c == nil:
+	case kicker != nil:
+		kicker.kick(c)
+	default:
+		go c.flush()
+	}
+}
+
+// placeLocked places o and returns the connection whose writer must be
+// started (nil: none). Caller holds mu.
+func (ss *session) placeLocked(o outMsg) (start *conn) {
 	if ss.ended {
-		return
+		return nil
 	}
 	c := ss.conn
 	if o.qos == 0 {
 		if c != nil {
-			c.enqueuePublish(o)
+			if _, s := c.pushPublish(o); s {
+				return c
+			}
 		} else if ss.persistent && ss.srv.cfg.QueueQoS0 {
 			ss.push(o)
 		}
-		return
+		return nil
 	}
 	if c != nil && ss.queue.len() == 0 && len(ss.inflight) < ss.sendQuota {
-		ss.send(o)
-		return
+		if ss.sendDeferred(o) {
+			return c
+		}
+		return nil
 	}
 	ss.push(o)
+	return nil
 }
 
 // estimateSize bounds the encoded size of a message from above.
@@ -156,12 +181,21 @@ func estimateSize(m *Message) int {
 // send writes a QoS 1/2 message into the in-flight window. Caller holds mu
 // and has checked that a connection and a window slot exist.
 func (ss *session) send(o outMsg) {
+	if ss.sendDeferred(o) {
+		go ss.conn.flush()
+	}
+}
+
+// sendDeferred is send that leaves starting the writer to the caller: it
+// reports whether the writer must be started.
+func (ss *session) sendDeferred(o outMsg) (start bool) {
 	if o.packetID == 0 {
 		o.packetID = ss.newPacketID()
 	}
 	o.state = statePublish
 	ss.inflight = append(ss.inflight, o)
-	ss.conn.enqueuePublish(o)
+	_, start = ss.conn.pushPublish(o)
+	return start
 }
 
 // newPacketID returns a non-zero id used by no queued or in-flight message

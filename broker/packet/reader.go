@@ -66,6 +66,10 @@ func (r *Reader) Release() {
 	r.r, r.w = 0, 0
 }
 
+// Buffered is the number of bytes read from the source and not yet returned
+// as packets: 0 means the next ReadPacket will read from the source.
+func (r *Reader) Buffered() int { return r.w - r.r }
+
 func (r *Reader) active() []byte {
 	if r.pooled != nil {
 		return r.pooled[:]
