@@ -355,3 +355,39 @@ func TestRetainedExpiry(t *testing.T) {
 	}
 	c.expectNone(t, 200*time.Millisecond)
 }
+
+// An offline session's queue is bounded by count; a full queue drops the
+// newest message by default and the oldest when configured, and counts it.
+func TestQueueDropPolicy(t *testing.T) {
+	for _, oldest := range []bool{false, true} {
+		t.Run(fmt.Sprintf("drop oldest %v", oldest), func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.QueueMessages = 5
+			cfg.DropOldest = oldest
+			s := startServer(t, &cfg)
+			c := dialV5(t, s.addr, "bounded", persistentV5(600))
+			c.subscribe(t, paho.SubscribeOptions{Topic: "b/#", QoS: 1})
+			c.Disconnect(&paho.Disconnect{})
+			pub := dialV5(t, s.addr, "pub")
+			for i := 0; i < 8; i++ {
+				pub.publish(t, &paho.Publish{Topic: "b/x", QoS: 1, Payload: []byte(fmt.Sprint(i))})
+			}
+			c2 := dialV5(t, s.addr, "bounded", persistentV5(600))
+			var got []string
+			for range 5 {
+				got = append(got, string(c2.expect(t).Payload))
+			}
+			c2.expectNone(t, 200*time.Millisecond)
+			want := "[0 1 2 3 4]"
+			if oldest {
+				want = "[3 4 5 6 7]"
+			}
+			if fmt.Sprint(got) != want {
+				t.Fatalf("delivered %v, want %s", got, want)
+			}
+			if n := s.stats.DroppedQueueFull.Load(); n != 3 {
+				t.Fatalf("drops counted %d, want 3", n)
+			}
+		})
+	}
+}
