@@ -160,7 +160,7 @@ func (c *testCluster) voters(n *Node) int {
 }
 
 // Three nodes find each other through one seed, bootstrap once, elect a
-// leader and replicate; a follower refuses to propose; after kill -9 of the
+// leader and replicate, also what a follower proposes; after kill -9 of the
 // leader a new one takes over and accepts proposals within seconds; the
 // killed node comes back on its data directory and catches up.
 func TestClusterFormsReplicatesAndSurvivesLeaderLoss(t *testing.T) {
@@ -180,10 +180,23 @@ func TestClusterFormsReplicatesAndSurvivesLeaderLoss(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.everyNodeHasRoute("a/+", 5*time.Second)
+	// A follower's proposal goes to the leader through the transport.
 	for _, nd := range c.nodes {
 		if nd != l {
-			if _, err := nd.Propose(ctx, routeCmd(t, nd.ID(), "b", 1)); !errors.Is(err, ErrNotLeader) {
-				t.Fatalf("follower propose: %v, want ErrNotLeader", err)
+			eventually(t, 10*time.Second, func() error {
+				_, err := nd.Propose(ctx, routeCmd(t, nd.ID(), "from/follower", 1))
+				return err
+			})
+			break
+		}
+	}
+	c.everyNodeHasRoute("from/follower", 5*time.Second)
+	// A command the state machine refuses comes back as a rejection.
+	for _, nd := range c.nodes {
+		if nd != l {
+			bad, _ := fsm.Encode(&pb.Command{Op: &pb.Command_RouteSet{RouteSet: &pb.RouteSet{NodeId: "", Filter: "x"}}})
+			if _, err := nd.Propose(ctx, bad); !errors.Is(err, ErrRejected) {
+				t.Fatalf("invalid command through a follower: %v, want ErrRejected", err)
 			}
 			break
 		}

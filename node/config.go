@@ -18,6 +18,8 @@ type Config struct {
 	RaftAddr string
 	// RaftAdvertise is the address peers dial; empty: the bound address.
 	RaftAdvertise string
+	// GRPCAddr is where the transport (node-to-node gRPC) listens.
+	GRPCAddr string
 	// GossipAddr is memberlist's bind address (host:port; port 0 picks one).
 	GossipAddr string
 	// Join are memberlist seeds (host:port); a DNS name may resolve to
@@ -47,6 +49,7 @@ func DefaultConfig() Config {
 	return Config{
 		RaftAddr:          "127.0.0.1:0",
 		GossipAddr:        "127.0.0.1:0",
+		GRPCAddr:          "127.0.0.1:0",
 		BootstrapExpect:   1,
 		MaxVoters:         5,
 		ApplyTimeout:      5 * time.Second,
@@ -63,7 +66,7 @@ func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		errs = append(errs, errors.New("data_dir: required"))
 	}
-	for name, a := range map[string]string{"raft_addr": c.RaftAddr, "gossip_addr": c.GossipAddr} {
+	for name, a := range map[string]string{"raft_addr": c.RaftAddr, "gossip_addr": c.GossipAddr, "grpc_addr": c.GRPCAddr} {
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			errs = append(errs, fmt.Errorf("%s %q: %w", name, a, err))
 		}

@@ -15,6 +15,7 @@ import (
 // meta is what a node tells the others about itself through memberlist.
 type meta struct {
 	Raft string `json:"raft"`
+	GRPC string `json:"grpc"`
 }
 
 // delegate serves this node's metadata to memberlist.
@@ -51,7 +52,7 @@ func (n *Node) startGossip() error {
 	}
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = 0
-	m, _ := json.Marshal(meta{Raft: n.RaftAddr()})
+	m, _ := json.Marshal(meta{Raft: n.RaftAddr(), GRPC: n.grpcAddr})
 	mc.Delegate = &delegate{meta: m}
 	mc.Logger = nil
 	mc.LogOutput = logWriter{n.log.With("component", "memberlist")}
@@ -113,7 +114,7 @@ func (n *Node) inContact() bool {
 
 // member is one node as memberlist announces it.
 type member struct {
-	id, raft string
+	id, raft, grpc string
 }
 
 func (n *Node) members() []member {
@@ -126,7 +127,7 @@ func (n *Node) members() []member {
 		if json.Unmarshal(m.Meta, &md) != nil || md.Raft == "" {
 			continue
 		}
-		out = append(out, member{id: m.Name, raft: md.Raft})
+		out = append(out, member{id: m.Name, raft: md.Raft, grpc: md.GRPC})
 	}
 	slices.SortFunc(out, func(a, b member) int {
 		switch {
@@ -197,6 +198,7 @@ func (n *Node) reconcileLoop() {
 			return
 		case <-t.C:
 		}
+		n.syncPeers()
 		if n.raft.State() != raft.Leader {
 			continue
 		}

@@ -16,6 +16,7 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
 	"github.com/mqcluster/mqcluster/fsm"
+	"github.com/mqcluster/mqcluster/transport"
 )
 
 // Sentinel errors.
@@ -36,6 +37,10 @@ type Node struct {
 	store *raftboltdb.BoltStore
 	snaps raft.SnapshotStore
 	trans *raft.NetworkTransport
+
+	tr       *transport.Transport
+	grpcAddr string
+	peers    map[string]string // transport peers set: node id -> address
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -58,8 +63,12 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, fsm: f, stop: make(chan struct{})}
+	n := &Node{cfg: cfg, log: log, fsm: f, stop: make(chan struct{}), peers: map[string]string{}}
 	if err := n.startRaft(); err != nil {
+		n.shutdown()
+		return nil, err
+	}
+	if err := n.startTransport(); err != nil {
 		n.shutdown()
 		return nil, err
 	}
@@ -156,11 +165,18 @@ func (n *Node) WaitLeader(ctx context.Context) (string, error) {
 	}
 }
 
-// Propose applies cmd (an fsm.Encode'd command) through Raft on the leader
-// and returns its log index, or the state machine's rejection. On a
-// follower it returns ErrNotLeader (forwarding to the leader goes through
-// the transport).
+// Propose applies cmd (an fsm.Encode'd command) through Raft and returns
+// its log index, or the state machine's rejection; a follower forwards it to
+// the leader through the transport.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (uint64, error) {
+	if n.raft.State() != raft.Leader {
+		return n.forwardPropose(ctx, cmd)
+	}
+	return n.proposeLocal(ctx, cmd)
+}
+
+// proposeLocal applies cmd on this node, which must lead.
+func (n *Node) proposeLocal(ctx context.Context, cmd []byte) (uint64, error) {
 	if n.raft.State() != raft.Leader {
 		if id, _ := n.Leader(); id == "" {
 			return 0, ErrNoLeader
@@ -223,6 +239,9 @@ func (n *Node) shutdown() error {
 	var errs []error
 	if n.ml != nil {
 		errs = append(errs, n.ml.Shutdown())
+	}
+	if n.tr != nil {
+		errs = append(errs, n.tr.Close())
 	}
 	if n.raft != nil {
 		errs = append(errs, n.raft.Shutdown().Error())
