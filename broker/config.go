@@ -81,6 +81,9 @@ type Config struct {
 	// CONNACK 0x9F (5.0) / 0x03 (3.1.1).
 	ConnectRate  float64
 	ConnectBurst int
+	// ClusterTimeout bounds what a client waits for the cluster (a route to
+	// be in force before its SUBACK).
+	ClusterTimeout time.Duration
 	// ServerReference, when set, is sent to 5.0 clients told to go elsewhere.
 	ServerReference string
 	// ResponseInformation is returned to 5.0 clients that request it.
@@ -123,6 +126,7 @@ func DefaultConfig() Config {
 		MaximumQoS:              2,
 		SharedStrategy:          ShareRoundRobin,
 		MaxConnections:          100000,
+		ClusterTimeout:          5 * time.Second,
 	}
 }
 
@@ -131,6 +135,9 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.MaxPacketSize < 16 || c.MaxPacketSize > 268435460 {
 		errs = append(errs, fmt.Errorf("max_packet_size %d: want 16..268435460", c.MaxPacketSize))
+	}
+	if c.ClusterTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("cluster_timeout %v: want > 0", c.ClusterTimeout))
 	}
 	if c.ConnectTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("connect_timeout %v: want > 0", c.ConnectTimeout))

@@ -228,7 +228,9 @@ func (s *Server) endSessionLocked(ss *session) {
 		delete(s.sessions, ss.id)
 	}
 	for _, sub := range ss.subs {
-		s.subs.Remove(sub.Real, sub.Group, ss.id)
+		if _, last := s.subs.Remove(sub.Real, sub.Group, ss.id); last && sub.Group == "" && s.cluster != nil {
+			ss.dropRoutes = append(ss.dropRoutes, sub.Real)
+		}
 	}
 	if ss.expiryTimer != nil {
 		ss.expiryTimer.Stop()
@@ -248,7 +250,18 @@ func (s *Server) sessionEnded(ss *session) {
 	}
 	ss.willTimer, ss.pendingWill = nil, nil
 	orphans := ss.sharedOrphans()
+	drop := ss.dropRoutes
+	ss.dropRoutes = nil
 	ss.mu.Unlock()
+	if len(drop) > 0 {
+		go func() {
+			for _, f := range drop {
+				if err := s.setRoute(f, 0); err != nil {
+					s.log.Warn("route not removed", "topic", f, "err", err)
+				}
+			}
+		}()
+	}
 	if will != nil {
 		s.publish(will, nil, nil, ackTo{})
 	}

@@ -41,6 +41,15 @@ var scratchPool = sync.Pool{New: func() any { return new(routeScratch) }}
 // PUBREC is sent from it.
 func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 	s.stats.MessagesIn.Add(1)
+	ack = s.forward(m, ack)
+	if m.Retain && s.store != nil {
+		extra = append(extra, retainedOp(m))
+	}
+	s.routeLocal(m, from, extra, ack, m.Retain)
+}
+
+// routeLocal delivers m to the matching subscriptions of this node.
+func (s *Server) routeLocal(m *Message, from *conn, extra []StoreOp, ack ackTo, retain bool) {
 	sc := scratchPool.Get().(*routeScratch)
 	sc.entries = s.subs.Match(m.Topic, sc.entries[:0])
 	targets := sc.targets[:0]
@@ -66,10 +75,7 @@ func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 			targets = append(targets, t)
 		}
 	}
-	if m.Retain && s.store != nil {
-		extra = append(extra, retainedOp(m))
-	}
-	s.dispatch(m, targets, from, extra, ack, m.Retain, sc)
+	s.dispatch(m, targets, from, extra, ack, retain, sc)
 	clear(sc.entries)
 	clear(targets)
 	clear(groups)
@@ -131,13 +137,16 @@ func (s *Server) place(m *Message, preps []prepared, ack ackTo, retain bool, kic
 // ackTo is the acknowledgement a publisher is owed once its message is
 // routed: PUBACK or PUBREC with the packet id, or nothing (zero value).
 type ackTo struct {
-	c  *conn
-	t  packet.Type
-	id uint16
+	c    *conn
+	t    packet.Type
+	id   uint16
+	join *joinAcks // set: the acknowledgement also waits for other nodes
 }
 
 func (a ackTo) send(kicker *conn) {
 	switch {
+	case a.join != nil:
+		a.join.done()
 	case a.c == nil:
 	case kicker != nil:
 		a.c.enqueueFrom(kicker, outItem{ack: a.t, id: a.id, code: packet.Success})

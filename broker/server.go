@@ -27,17 +27,20 @@ type Options struct {
 	// Store persists sessions, their queues and the retained set; nil keeps
 	// everything in memory only.
 	Store Store
+	// Cluster, when set, makes this broker one node of a cluster.
+	Cluster Cluster
 }
 
 // Server is one MQTT broker: it accepts connections on any number of
 // listeners and routes messages between their clients.
 type Server struct {
-	cfg   Config
-	log   *slog.Logger
-	auth  Authenticator
-	acl   Authorizer
-	store Store
-	lim   packet.Limits
+	cfg     Config
+	log     *slog.Logger
+	auth    Authenticator
+	acl     Authorizer
+	store   Store
+	cluster Cluster
+	lim     packet.Limits
 
 	subs     *topic.Trie[subValue]
 	retained *retainedSet
@@ -71,7 +74,9 @@ type Stats struct {
 	ProtocolErrors   atomic.Int64
 	// RefusedConnections counts connections closed by MaxConnections or
 	// MaxConnectionsPerIP; RateLimitedConnects CONNECTs refused with 0x9F.
-	RefusedConnections  atomic.Int64
+	RefusedConnections atomic.Int64
+	// ForwardFailures counts messages some other node did not acknowledge.
+	ForwardFailures     atomic.Int64
 	RateLimitedConnects atomic.Int64
 	Panics              atomic.Int64
 	SlowConsumers       atomic.Int64 // disconnected: their queue of control packets was full
@@ -92,6 +97,7 @@ func New(cfg Config, opts Options) (*Server, error) {
 		auth:      opts.Auth,
 		acl:       opts.ACL,
 		store:     opts.Store,
+		cluster:   opts.Cluster,
 		subs:      topic.New[subValue](),
 		retained:  newRetainedSet(),
 		sessions:  make(map[string]*session),

@@ -52,6 +52,7 @@ type session struct {
 	expiryTimer *time.Timer
 	willTimer   *time.Timer
 	pendingWill *Message // the will waiting for willTimer
+	dropRoutes  []string // filters whose cluster routes go when the session has ended
 	ended       bool
 }
 

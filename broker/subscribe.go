@@ -43,8 +43,17 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		ss.nsubs.Store(int32(len(ss.subs)))
 		// The trie changes under ss.mu so that a concurrent end of the
 		// session cannot leave the entry behind.
-		c.srv.subs.Add(real, group, ss.id, subValue{sess: ss, opts: sub.Options, subID: subID})
+		_, first := c.srv.subs.Add(real, group, ss.id, subValue{sess: ss, opts: sub.Options, subID: subID})
 		ss.mu.Unlock()
+		if first && group == "" && c.srv.cluster != nil {
+			// The first local subscriber of the filter: the SUBACK waits
+			// until every reachable node forwards its messages here.
+			if err := c.srv.setRoute(real, 1); err != nil {
+				c.dropSubscription(sub.Filter)
+				codes[i] = packet.ImplementationSpecificError
+				continue
+			}
+		}
 		// Retained messages are not sent for shared subscriptions
 		// ([MQTT-3.8.4-...]); Retain Handling 1 sends them only for a new
 		// subscription, 2 never.
@@ -130,18 +139,9 @@ func hasWildcard(f string) bool {
 
 // handleUnsubscribe removes each filter; 5.0 gets a code per filter.
 func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
-	ss := c.sess
 	codes := make([]packet.ReasonCode, len(p.Filters))
 	for i, f := range p.Filters {
-		ss.mu.Lock()
-		sub, ok := ss.subs[f]
-		if ok {
-			delete(ss.subs, f)
-			ss.nsubs.Store(int32(len(ss.subs)))
-			c.srv.subs.Remove(sub.Real, sub.Group, ss.id)
-		}
-		ss.mu.Unlock()
-		if !ok {
+		if !c.dropSubscription(f) {
 			codes[i] = packet.NoSubscriptionExisted
 		}
 	}
@@ -151,4 +151,25 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 	}
 	c.afterDurable(c.sessionOps(), func() { c.enqueue(outItem{pkt: ack}) })
 	return nil
+}
+
+// dropSubscription removes one of the session's subscriptions; when it was
+// the node's last subscriber of the filter the cluster route goes too.
+func (c *conn) dropSubscription(filter string) bool {
+	ss := c.sess
+	ss.mu.Lock()
+	sub, ok := ss.subs[filter]
+	last := false
+	if ok {
+		delete(ss.subs, filter)
+		ss.nsubs.Store(int32(len(ss.subs)))
+		_, last = c.srv.subs.Remove(sub.Real, sub.Group, ss.id)
+	}
+	ss.mu.Unlock()
+	if last && sub.Group == "" && c.srv.cluster != nil {
+		if err := c.srv.setRoute(sub.Real, 0); err != nil {
+			c.srv.log.Warn("route not removed", "topic", sub.Real, "err", err)
+		}
+	}
+	return ok
 }

@@ -9,12 +9,14 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/memberlist"
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 
+	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/fsm"
 	"github.com/mqcluster/mqcluster/transport"
 )
@@ -40,7 +42,10 @@ type Node struct {
 
 	tr       *transport.Transport
 	grpcAddr string
+	peersMu  sync.Mutex
 	peers    map[string]string // transport peers set: node id -> address
+	brk      atomic.Pointer[broker.Server]
+	lagging  atomic.Int64 // routes answered before a peer applied them
 
 	stop      chan struct{}
 	wg        sync.WaitGroup

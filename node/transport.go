@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/mqcluster/mqcluster/fsm"
-	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 	"github.com/mqcluster/mqcluster/transport"
 )
 
@@ -22,7 +21,7 @@ func (n *Node) startTransport() error {
 	cfg.Logger = n.log
 	h := transport.Handlers{
 		Proposer:  proposer{n},
-		Deliverer: noBroker{},
+		Deliverer: deliverer{n},
 		AllowPeer: n.isMember,
 	}
 	tr, err := transport.New(cfg, h)
@@ -58,6 +57,8 @@ func (n *Node) isMember(id string) bool {
 
 // syncPeers tells the transport where every other member listens.
 func (n *Node) syncPeers() {
+	n.peersMu.Lock()
+	defer n.peersMu.Unlock()
 	for _, m := range n.members() {
 		if m.id == n.cfg.NodeID || m.grpc == "" || n.peers[m.id] == m.grpc {
 			continue
@@ -138,11 +139,4 @@ func (p proposer) ProposeLocal(ctx context.Context, cmd []byte) (uint64, error) 
 func isRejection(err error) bool {
 	return errors.Is(err, fsm.ErrInvalid) || errors.Is(err, fsm.ErrStaleEpoch) ||
 		errors.Is(err, fsm.ErrNoSession) || errors.Is(err, fsm.ErrNodeRemoved)
-}
-
-// noBroker is the Deliverer until the broker runs on the node.
-type noBroker struct{}
-
-func (noBroker) DeliverForwarded(context.Context, string, []*pb.ForwardedMessage) error {
-	return errNoBroker
 }

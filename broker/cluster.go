@@ -1,0 +1,99 @@
+package broker
+
+import (
+	"context"
+	"sync/atomic"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// Cluster is what a broker that is one node of a cluster asks of the
+// cluster; the node implements it. A broker without one (Options.Cluster
+// nil) is alone.
+//
+// Routes are per filter: this node tells the cluster when its first local
+// subscriber of a filter appears and when its last goes, and the cluster
+// sends it every message published elsewhere whose topic the filter
+// matches (DeliverForwarded). Shared subscriptions stay local to a node for
+// now.
+type Cluster interface {
+	// SetRoute records that this node has members local subscribers of
+	// filter (0: none left). It returns once the route is in force on every
+	// node that can be reached, or an error when it cannot be recorded (no
+	// quorum): the SUBACK then refuses the filter.
+	SetRoute(ctx context.Context, filter string, members int) error
+	// Forward sends m to every other node with a route matching its topic
+	// and calls done once all of them have queued it, with the first
+	// failure if one did not. It reports false, and does not call done,
+	// when no other node needs m.
+	Forward(m *Message, done func(error)) bool
+}
+
+// DeliverForwarded delivers a message that another node forwarded to this
+// node's local subscribers. It is not forwarded again, and it changes no
+// retained state here (the node that received it from its publisher keeps
+// that).
+func (s *Server) DeliverForwarded(m *Message) {
+	s.stats.MessagesIn.Add(1)
+	s.routeLocal(m, nil, nil, ackTo{}, false)
+}
+
+// forward hands m to the cluster. For a QoS 1/2 message from a client the
+// returned ack waits for the other nodes too; a forward that failed turns a
+// 5.0 acknowledgement into 0x80 (the message did not reach every node).
+func (s *Server) forward(m *Message, ack ackTo) ackTo {
+	if s.cluster == nil {
+		return ack
+	}
+	if m.QoS == 0 || ack.c == nil {
+		s.cluster.Forward(m, func(err error) { s.forwardFailed(m, err) })
+		return ack
+	}
+	j := &joinAcks{ack: ack, srv: s}
+	j.left.Store(2)
+	if !s.cluster.Forward(m, func(err error) {
+		if err != nil {
+			s.forwardFailed(m, err)
+			j.failed.Store(true)
+		}
+		j.done()
+	}) {
+		return ack
+	}
+	return ackTo{join: j}
+}
+
+func (s *Server) forwardFailed(m *Message, err error) {
+	if err != nil {
+		s.stats.ForwardFailures.Add(1)
+		s.log.Warn("message not forwarded to every node", "topic", m.Topic, "err", err)
+	}
+}
+
+// joinAcks calls ack once both the local delivery and the cluster's
+// forwarding of one message have finished.
+type joinAcks struct {
+	left   atomic.Int32
+	failed atomic.Bool
+	ack    ackTo
+	srv    *Server
+}
+
+func (j *joinAcks) done() {
+	if j.left.Add(-1) != 0 {
+		return
+	}
+	code := packet.Success
+	if j.failed.Load() && j.ack.c.version == packet.V5 {
+		code = packet.UnspecifiedError
+	}
+	j.ack.c.enqueueAck(j.ack.t, j.ack.id, code)
+}
+
+// setRoute asks the cluster to record this node's route for filter, within
+// a bounded time.
+func (s *Server) setRoute(filter string, members int) error {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
+	defer cancel()
+	return s.cluster.SetRoute(ctx, filter, members)
+}

@@ -1,0 +1,157 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqcluster/mqcluster/broker"
+)
+
+// startBrokers runs a broker on every node of c, each on its own loopback
+// port, with the node as its cluster.
+func startBrokers(t *testing.T, c *testCluster) []string {
+	t.Helper()
+	addrs := make([]string, len(c.nodes))
+	for i, nd := range c.nodes {
+		srv, err := broker.New(broker.DefaultConfig(), broker.Options{Cluster: nd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.AttachBroker(srv)
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		go srv.Serve(ln)
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			srv.Close(ctx)
+		})
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
+}
+
+type client struct {
+	*paho.Client
+	msgs chan *paho.Publish
+}
+
+func dial(t *testing.T, addr, id string) *client {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &client{msgs: make(chan *paho.Publish, 100)}
+	c.Client = paho.NewClient(paho.ClientConfig{Conn: nc,
+		OnPublishReceived: []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
+			c.msgs <- pr.Packet
+			return true, nil
+		}}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: true, KeepAlive: 30}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Disconnect(&paho.Disconnect{}) })
+	return c
+}
+
+func (c *client) expect(t *testing.T) *paho.Publish {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(5 * time.Second):
+		t.Fatal("no message within 5s")
+		return nil
+	}
+}
+
+// A message published on one node reaches subscribers on the other nodes,
+// once per subscriber, with its QoS and 5.0 properties; the SUBACK means
+// the route is in force everywhere, and an UNSUBACK that it is gone.
+func TestPublishReachesOtherNodes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	eventually(t, 10*time.Second, func() error {
+		for _, nd := range c.nodes {
+			if len(nd.peerIDs()) != 2 {
+				return fmt.Errorf("%s knows %d peers", nd.ID(), len(nd.peerIDs()))
+			}
+		}
+		return nil
+	})
+	addrs := startBrokers(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	sub1 := dial(t, addrs[1], "sub-on-1")
+	sub2 := dial(t, addrs[2], "sub-on-2")
+	for _, s := range []*client{sub1, sub2} {
+		sa, err := s.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "cross/#", QoS: 2}}})
+		if err != nil || sa.Reasons[0] != 2 {
+			t.Fatalf("subscribe: %v %+v", err, sa)
+		}
+	}
+	pub := dial(t, addrs[0], "pub-on-0")
+	for qos := byte(0); qos <= 2; qos++ {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: fmt.Sprintf("cross/q%d", qos), QoS: qos, Payload: []byte("hello"),
+			Properties: &paho.PublishProperties{ContentType: "text/plain", User: paho.UserProperties{{Key: "k", Value: "v"}}}}); err != nil {
+			t.Fatalf("publish QoS %d: %v", qos, err)
+		}
+		for _, s := range []*client{sub1, sub2} {
+			m := s.expect(t)
+			if m.Topic != fmt.Sprintf("cross/q%d", qos) || m.QoS != qos || string(m.Payload) != "hello" ||
+				m.Properties.ContentType != "text/plain" || len(m.Properties.User) != 1 {
+				t.Fatalf("got %q QoS %d %q %+v", m.Topic, m.QoS, m.Payload, m.Properties)
+			}
+		}
+	}
+	for _, s := range []*client{sub1, sub2} {
+		select {
+		case m := <-s.msgs:
+			t.Fatalf("a second copy of %q", m.Topic)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
+	// After the UNSUBACK the route is gone everywhere: node 2's subscriber
+	// stops receiving, node 1's still does.
+	if _, err := sub2.Unsubscribe(ctx, &paho.Unsubscribe{Topics: []string{"cross/#"}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		for _, nd := range c.nodes {
+			if r, ok := nd.FSM().Route("cross/#", ""); ok {
+				for _, rn := range r.Nodes {
+					if rn.NodeID == "node-2" {
+						return fmt.Errorf("%s still routes cross/# to node-2", nd.ID())
+					}
+				}
+			}
+		}
+		return nil
+	})
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "cross/after", QoS: 1, Payload: []byte("once more")}); err != nil {
+		t.Fatal(err)
+	}
+	if m := sub1.expect(t); m.Topic != "cross/after" {
+		t.Fatalf("got %q", m.Topic)
+	}
+	select {
+	case m := <-sub2.msgs:
+		t.Fatalf("unsubscribed client got %q", m.Topic)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
