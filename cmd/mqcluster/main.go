@@ -12,12 +12,14 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/store"
 	"github.com/mqcluster/mqcluster/cmd/mqcluster/bench"
+	"github.com/mqcluster/mqcluster/node"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -50,6 +52,13 @@ func run(args []string) error {
 	queuedMsgs := fs.Int("max-queued-messages", def.QueueMessages, "messages one session may queue (offline, or beyond its in-flight window)")
 	queuedBytes := fs.Int("max-queued-bytes", def.QueueBytes, "bytes one session may queue")
 	writeQueue := fs.Int("write-queue-bytes", def.WriteQueueBytes, "bytes waiting for one connection's socket before QoS 0 messages are dropped")
+	ndef := node.DefaultConfig()
+	expect := fs.Int("bootstrap-expect", 0, "run as a cluster node: bootstrap once this many members see each other (0: a broker alone)")
+	nodeID := fs.String("node-id", "", "stable node id (default: the host name)")
+	join := fs.String("join", "", "comma-separated memberlist seeds host:port to join")
+	raftAddr := fs.String("raft-addr", ndef.RaftAddr, "Raft listen address")
+	gossipAddr := fs.String("gossip-addr", ndef.GossipAddr, "memberlist listen address")
+	grpcAddr := fs.String("grpc-addr", ndef.GRPCAddr, "node-to-node gRPC listen address")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -75,6 +84,31 @@ func run(args []string) error {
 		}
 		opts.Store = st
 	}
+	var nd *node.Node
+	if *expect > 0 || *join != "" {
+		ncfg := ndef
+		ncfg.NodeID = *nodeID
+		if ncfg.NodeID == "" {
+			ncfg.NodeID, _ = os.Hostname()
+		}
+		ncfg.DataDir = *dataDir
+		if ncfg.DataDir == "" {
+			return errors.New("a cluster node needs --data-dir")
+		}
+		ncfg.RaftAddr, ncfg.GossipAddr, ncfg.GRPCAddr = *raftAddr, *gossipAddr, *grpcAddr
+		ncfg.BootstrapExpect = *expect
+		if *join != "" {
+			ncfg.Join = strings.Split(*join, ",")
+		}
+		ncfg.Logger = log
+		var err error
+		if nd, err = node.Start(ncfg); err != nil {
+			return err
+		}
+		defer nd.Close()
+		opts.Cluster = nd
+		log.Info("cluster node started", "node_id", ncfg.NodeID, "gossip", nd.GossipAddr(), "raft", nd.RaftAddr(), "grpc", nd.GRPCAddr())
+	}
 	cfg := def
 	cfg.QueueMessages, cfg.QueueBytes, cfg.WriteQueueBytes = *queuedMsgs, *queuedBytes, *writeQueue
 	srv, err := broker.New(cfg, opts)
@@ -83,6 +117,9 @@ func run(args []string) error {
 			opts.Store.Close()
 		}
 		return err
+	}
+	if nd != nil {
+		nd.AttachBroker(srv)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

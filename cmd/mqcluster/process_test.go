@@ -212,3 +212,50 @@ drain:
 		t.Fatal("retained message lost in kill -9")
 	}
 }
+
+var gossipRE = regexp.MustCompile(`gossip=(\S+)`)
+
+// Three mqcluster processes form a cluster through one seed; a message
+// published on one reaches a subscriber on another.
+func TestThreeProcessCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs three processes")
+	}
+	first := startProc(t, "--data-dir", t.TempDir(), "--node-id", "p0", "--bootstrap-expect", "3")
+	m := gossipRE.FindStringSubmatch(first.log())
+	if m == nil {
+		t.Fatalf("no gossip address in the log:\n%s", first.log())
+	}
+	procs := []*proc{first}
+	for i := 1; i < 3; i++ {
+		procs = append(procs, startProc(t, "--data-dir", t.TempDir(), "--node-id", fmt.Sprintf("p%d", i),
+			"--bootstrap-expect", "3", "--join", m[1]))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	sub, _ := dial(t, procs[2].addr, "sub", true, 0)
+	// The first subscribes may come before the cluster has a leader: retry.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		sa, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "proc/#", QoS: 1}}})
+		if err == nil && sa.Reasons[0] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscribe never granted: %v %+v\n%s", err, sa, procs[2].log())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	pub, _ := dial(t, procs[0].addr, "pub", true, 0)
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "proc/x", QoS: 1, Payload: []byte("across processes")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case msg := <-sub.msgs:
+		if string(msg.Payload) != "across processes" {
+			t.Fatalf("got %q", msg.Payload)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("nothing arrived on the other process\n%s", procs[0].log())
+	}
+}
