@@ -30,12 +30,21 @@ type Cluster interface {
 }
 
 // DeliverForwarded delivers a message that another node forwarded to this
-// node's local subscribers. It is not forwarded again, and it changes no
-// retained state here (the node that received it from its publisher keeps
-// that).
-func (s *Server) DeliverForwarded(m *Message) {
+// node's local subscribers, and returns once it is in their sessions —
+// durably for stored sessions — so that the node acknowledges it to the
+// sender only then; or when ctx ends. It is not forwarded again, and it
+// changes no retained state here (the node that received it from its
+// publisher keeps that).
+func (s *Server) DeliverForwarded(ctx context.Context, m *Message) error {
 	s.stats.MessagesIn.Add(1)
-	s.routeLocal(m, nil, nil, ackTo{}, false)
+	placed := make(chan struct{})
+	s.routeLocal(m, nil, nil, ackTo{done: placed}, false)
+	select {
+	case <-placed:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // forward hands m to the cluster. For a QoS 1/2 message from a client the

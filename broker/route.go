@@ -140,11 +140,14 @@ type ackTo struct {
 	c    *conn
 	t    packet.Type
 	id   uint16
-	join *joinAcks // set: the acknowledgement also waits for other nodes
+	join *joinAcks     // set: the acknowledgement also waits for other nodes
+	done chan struct{} // set: closed instead (a forwarded message is placed)
 }
 
 func (a ackTo) send(kicker *conn) {
 	switch {
+	case a.done != nil:
+		close(a.done)
 	case a.join != nil:
 		a.join.done()
 	case a.c == nil:

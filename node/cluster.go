@@ -129,7 +129,9 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 		if fm.ExpiresAtUnixMs != 0 {
 			m.ExpiresAt = fm.ExpiresAtUnixMs * int64(time.Millisecond)
 		}
-		b.DeliverForwarded(m)
+		if err := b.DeliverForwarded(ctx, m); err != nil {
+			return err
+		}
 	}
 	return nil
 }
