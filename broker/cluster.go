@@ -11,6 +11,9 @@ import (
 // cluster; the node implements it. A broker without one (Options.Cluster
 // nil) is alone.
 //
+// Retained messages live in the cluster's replicated state, identical on
+// every node.
+//
 // Routes are per filter: this node tells the cluster when its first local
 // subscriber of a filter appears and when its last goes, and the cluster
 // sends it every message published elsewhere whose topic the filter
@@ -27,6 +30,13 @@ type Cluster interface {
 	// failure if one did not. It reports false, and does not call done,
 	// when no other node needs m.
 	Forward(m *Message, done func(error)) bool
+	// Retain sets the retained message of m's topic cluster-wide, or
+	// clears it when m's payload is empty, and returns once that is
+	// committed and applied on this node.
+	Retain(ctx context.Context, m *Message) error
+	// Retained returns the live retained messages whose topics match
+	// filter, from this node's copy of the replicated set, sorted by topic.
+	Retained(filter string) []*Message
 }
 
 // DeliverForwarded delivers a message that another node forwarded to this
@@ -92,7 +102,7 @@ func (j *joinAcks) done() {
 	if j.left.Add(-1) != 0 {
 		return
 	}
-	code := packet.Success
+	code := j.ack.code
 	if j.failed.Load() && j.ack.c.version == packet.V5 {
 		code = packet.UnspecifiedError
 	}
@@ -105,4 +115,26 @@ func (s *Server) setRoute(filter string, members int) error {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
 	defer cancel()
 	return s.cluster.SetRoute(ctx, filter, members)
+}
+
+// retainInCluster records a retained change through the cluster before the
+// message is routed. It returns the reason code the publisher's 5.0
+// acknowledgement carries when that failed (no quorum).
+func (s *Server) retainInCluster(m *Message) packet.ReasonCode {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
+	defer cancel()
+	if err := s.cluster.Retain(ctx, m); err != nil {
+		s.stats.RetainFailures.Add(1)
+		s.log.Warn("retained message not recorded in the cluster", "topic", m.Topic, "err", err)
+		return packet.ImplementationSpecificError
+	}
+	return packet.Success
+}
+
+// retainedMatching returns the live retained messages matching filter.
+func (s *Server) retainedMatching(filter string) []*Message {
+	if s.cluster != nil {
+		return s.cluster.Retained(filter)
+	}
+	return s.retained.match(filter)
 }

@@ -41,11 +41,19 @@ var scratchPool = sync.Pool{New: func() any { return new(routeScratch) }}
 // PUBREC is sent from it.
 func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 	s.stats.MessagesIn.Add(1)
+	retainHere := m.Retain
+	if m.Retain && s.cluster != nil {
+		// The replicated set, not this node, keeps it.
+		retainHere = false
+		if code := s.retainInCluster(m); code != packet.Success && from != nil && from.version == packet.V5 {
+			ack.code = code
+		}
+	}
 	ack = s.forward(m, ack)
-	if m.Retain && s.store != nil {
+	if retainHere && s.store != nil {
 		extra = append(extra, retainedOp(m))
 	}
-	s.routeLocal(m, from, extra, ack, m.Retain)
+	s.routeLocal(m, from, extra, ack, retainHere)
 }
 
 // routeLocal delivers m to the matching subscriptions of this node.
@@ -140,8 +148,9 @@ type ackTo struct {
 	c    *conn
 	t    packet.Type
 	id   uint16
-	join *joinAcks     // set: the acknowledgement also waits for other nodes
-	done chan struct{} // set: closed instead (a forwarded message is placed)
+	code packet.ReasonCode // the acknowledgement's reason code (5.0)
+	join *joinAcks         // set: the acknowledgement also waits for other nodes
+	done chan struct{}     // set: closed instead (a forwarded message is placed)
 }
 
 func (a ackTo) send(kicker *conn) {
@@ -152,9 +161,9 @@ func (a ackTo) send(kicker *conn) {
 		a.join.done()
 	case a.c == nil:
 	case kicker != nil:
-		a.c.enqueueFrom(kicker, outItem{ack: a.t, id: a.id, code: packet.Success})
+		a.c.enqueueFrom(kicker, outItem{ack: a.t, id: a.id, code: a.code})
 	default:
-		a.c.enqueueAck(a.t, a.id, packet.Success)
+		a.c.enqueueAck(a.t, a.id, a.code)
 	}
 }
 

@@ -76,7 +76,9 @@ type Stats struct {
 	// MaxConnectionsPerIP; RateLimitedConnects CONNECTs refused with 0x9F.
 	RefusedConnections atomic.Int64
 	// ForwardFailures counts messages some other node did not acknowledge.
-	ForwardFailures     atomic.Int64
+	ForwardFailures atomic.Int64
+	// RetainFailures counts retained changes the cluster did not record.
+	RetainFailures      atomic.Int64
 	RateLimitedConnects atomic.Int64
 	Panics              atomic.Int64
 	SlowConsumers       atomic.Int64 // disconnected: their queue of control packets was full

@@ -79,7 +79,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	sc := scratchPool.Get().(*routeScratch)
 	defer scratchPool.Put(sc)
 	for _, r := range wantRetained {
-		for _, m := range c.srv.retained.match(r.filter) {
+		for _, m := range c.srv.retainedMatching(r.filter) {
 			if c.srv.acl != nil && !c.srv.acl.CanRead(&c.info, m.Topic) {
 				continue
 			}

@@ -18,24 +18,43 @@ func startBrokers(t *testing.T, c *testCluster) []string {
 	t.Helper()
 	addrs := make([]string, len(c.nodes))
 	for i, nd := range c.nodes {
-		srv, err := broker.New(broker.DefaultConfig(), broker.Options{Cluster: nd})
-		if err != nil {
-			t.Fatal(err)
-		}
-		nd.AttachBroker(srv)
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(ln)
-		t.Cleanup(func() {
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			srv.Close(ctx)
-		})
-		addrs[i] = ln.Addr().String()
+		addrs[i] = startBroker(t, nd)
 	}
 	return addrs
+}
+
+// startBroker runs a broker with nd as its cluster and returns its address.
+func startBroker(t *testing.T, nd *Node) string {
+	t.Helper()
+	srv, err := broker.New(broker.DefaultConfig(), broker.Options{Cluster: nd})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nd.AttachBroker(srv)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Close(ctx)
+	})
+	return ln.Addr().String()
+}
+
+// waitPeers waits until every node's transport knows the others.
+func (c *testCluster) waitPeers() {
+	c.t.Helper()
+	eventually(c.t, 10*time.Second, func() error {
+		for _, nd := range c.nodes {
+			if nd != nil && len(nd.peerIDs()) != len(c.nodes)-1 {
+				return fmt.Errorf("%s knows %d peers", nd.ID(), len(nd.peerIDs()))
+			}
+		}
+		return nil
+	})
 }
 
 type client struct {
@@ -84,14 +103,7 @@ func TestPublishReachesOtherNodes(t *testing.T) {
 	}
 	c := newCluster(t, 3)
 	c.leader(10 * time.Second)
-	eventually(t, 10*time.Second, func() error {
-		for _, nd := range c.nodes {
-			if len(nd.peerIDs()) != 2 {
-				return fmt.Errorf("%s knows %d peers", nd.ID(), len(nd.peerIDs()))
-			}
-		}
-		return nil
-	})
+	c.waitPeers()
 	addrs := startBrokers(t, c)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -153,5 +165,71 @@ func TestPublishReachesOtherNodes(t *testing.T) {
 	case m := <-sub2.msgs:
 		t.Fatalf("unsubscribed client got %q", m.Topic)
 	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// Retained messages are identical on every node after sets, replacements
+// and deletes made on different nodes, and after a node restarts on its
+// data directory.
+func TestRetainedIdenticalOnEveryNode(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	c.waitPeers()
+	addrs := startBrokers(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	pubs := make([]*client, 3)
+	for i := range pubs {
+		pubs[i] = dial(t, addrs[i], fmt.Sprintf("pub-%d", i))
+	}
+	for _, p := range []struct {
+		node           int
+		topic, payload string
+	}{{0, "r/a", "one"}, {1, "r/a", "two"}, {2, "r/b", "bee"}, {0, "r/b", ""}, {1, "r/c", "sea"}} {
+		pa, err := pubs[p.node].Publish(ctx, &paho.Publish{Topic: p.topic, QoS: 1, Retain: true, Payload: []byte(p.payload)})
+		if err != nil || pa.ReasonCode != 0 {
+			t.Fatalf("retained publish %s on node %d: %v %+v", p.topic, p.node, err, pa)
+		}
+	}
+	read := func(addr, id string) string {
+		r := dial(t, addr, id)
+		if _, err := r.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "r/#", QoS: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		got := ""
+		for range 2 {
+			m := r.expect(t)
+			if !m.Retain {
+				t.Fatalf("%s: %q arrived without RETAIN", id, m.Topic)
+			}
+			got += m.Topic + "=" + string(m.Payload) + " "
+		}
+		select {
+		case m := <-r.msgs:
+			t.Fatalf("%s: unexpected %q=%q", id, m.Topic, m.Payload)
+		case <-time.After(200 * time.Millisecond):
+		}
+		return got
+	}
+	want := "r/a=two r/c=sea "
+	for i, a := range addrs {
+		if got := read(a, fmt.Sprintf("reader-%d", i)); got != want {
+			t.Fatalf("node %d retained: %q, want %q", i, got, want)
+		}
+	}
+	c.kill(2)
+	c.restart(2)
+	addr := startBroker(t, c.nodes[2])
+	eventually(t, 10*time.Second, func() error {
+		if len(c.nodes[2].Retained("r/#")) != 2 {
+			return fmt.Errorf("restarted node has %d retained messages", len(c.nodes[2].Retained("r/#")))
+		}
+		return nil
+	})
+	if got := read(addr, "reader-after-restart"); got != want {
+		t.Fatalf("after restart: %q, want %q", got, want)
 	}
 }

@@ -2,6 +2,8 @@ package node
 
 import (
 	"context"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -145,4 +147,55 @@ func (n *Node) peerIDs() []string {
 		ids = append(ids, id)
 	}
 	return ids
+}
+
+// Retain sets or clears the retained message of m's topic through Raft.
+func (n *Node) Retain(ctx context.Context, m *broker.Message) error {
+	cmd := &pb.Command{}
+	if len(m.Payload) == 0 {
+		cmd.Op = &pb.Command_RetainedClear{RetainedClear: &pb.RetainedClear{Topic: m.Topic}}
+	} else {
+		props, err := packet.AppendMessageProperties(nil, &m.Props)
+		if err != nil {
+			return err
+		}
+		rs := &pb.RetainedSet{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Properties: props,
+			SetAtUnixMs: time.Now().UnixMilli()}
+		if m.ExpiresAt != 0 {
+			rs.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
+		}
+		cmd.Op = &pb.Command_RetainedSet{RetainedSet: rs}
+	}
+	b, err := fsm.Encode(cmd)
+	if err != nil {
+		return err
+	}
+	idx, err := n.Propose(ctx, b)
+	if err != nil {
+		return err
+	}
+	return n.fsm.WaitApplied(ctx, idx)
+}
+
+// Retained returns the live retained messages matching filter from this
+// node's replica, sorted by topic.
+func (n *Node) Retained(filter string) []*broker.Message {
+	now := time.Now().UnixMilli()
+	var out []*broker.Message
+	for _, r := range n.fsm.RetainedMatching(filter) {
+		if r.ExpiresAtUnixMs != 0 && r.ExpiresAtUnixMs <= now {
+			continue
+		}
+		m := &broker.Message{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: true}
+		if err := packet.DecodeMessageProperties(r.Properties, &m.Props); err != nil {
+			n.log.Warn("retained message with bad properties skipped", "topic", r.Topic, "err", err)
+			continue
+		}
+		if r.ExpiresAtUnixMs != 0 {
+			m.ExpiresAt = r.ExpiresAtUnixMs * int64(time.Millisecond)
+		}
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b *broker.Message) int { return strings.Compare(a.Topic, b.Topic) })
+	return out
 }
