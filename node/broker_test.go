@@ -233,3 +233,56 @@ func TestRetainedIdenticalOnEveryNode(t *testing.T) {
 		t.Fatalf("after restart: %q, want %q", got, want)
 	}
 }
+
+// A node left in a minority refuses what needs Raft within a bounded time,
+// with the proper reason code (SUBACK 0x83, retained PUBLISH acknowledged
+// with 0x83), while its existing local traffic keeps flowing.
+func TestMinorityRefusesRaftOperationsKeepsLocalTraffic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	c.waitPeers()
+	addrs := startBrokers(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	local := dial(t, addrs[0], "local-sub")
+	if sa, err := local.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "local/#", QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("subscribe with quorum: %v %+v", err, sa)
+	}
+	pub := dial(t, addrs[0], "local-pub")
+
+	c.kill(1)
+	c.kill(2)
+
+	late := dial(t, addrs[0], "late-sub")
+	start := time.Now()
+	sa, err := late.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "new/#", QoS: 1}}})
+	if err != nil && sa == nil {
+		t.Fatal(err)
+	}
+	if sa.Reasons[0] != 0x83 {
+		t.Fatalf("SUBACK in a minority: 0x%02X, want 0x83", sa.Reasons[0])
+	}
+	if d := time.Since(start); d > 7*time.Second {
+		t.Fatalf("SUBACK took %v", d)
+	}
+	pa, err := pub.Publish(ctx, &paho.Publish{Topic: "local/retained", QoS: 1, Retain: true, Payload: []byte("r")})
+	if err != nil && pa == nil {
+		t.Fatal(err)
+	}
+	if pa.ReasonCode != 0x83 {
+		t.Fatalf("retained PUBLISH in a minority acknowledged with 0x%02X, want 0x83", pa.ReasonCode)
+	}
+	if m := local.expect(t); m.Topic != "local/retained" {
+		t.Fatalf("got %q", m.Topic)
+	}
+	// Plain local traffic flows as before.
+	if pa, err := pub.Publish(ctx, &paho.Publish{Topic: "local/plain", QoS: 1, Payload: []byte("p")}); err != nil || pa.ReasonCode != 0 {
+		t.Fatalf("local publish in a minority: %v %+v", err, pa)
+	}
+	if m := local.expect(t); m.Topic != "local/plain" {
+		t.Fatalf("got %q", m.Topic)
+	}
+}
