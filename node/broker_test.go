@@ -223,7 +223,9 @@ func TestRetainedIdenticalOnEveryNode(t *testing.T) {
 	c.kill(2)
 	c.restart(2)
 	addr := startBroker(t, c.nodes[2])
-	eventually(t, 10*time.Second, func() error {
+	// It catches up once the leader reaches it again (its old incarnation
+	// must be declared dead in gossip first).
+	eventually(t, 30*time.Second, func() error {
 		if len(c.nodes[2].Retained("r/#")) != 2 {
 			return fmt.Errorf("restarted node has %d retained messages", len(c.nodes[2].Retained("r/#")))
 		}
