@@ -40,7 +40,7 @@ bench: build
 
 # Every fuzz target for FUZZTIME each (default 10m), one after another.
 fuzz:
-	@for t in FuzzParseFixedHeader FuzzDecode FuzzDecodePublish FuzzReader; do \
+	@for t in FuzzParseFixedHeader FuzzDecode FuzzDecodePublish FuzzReader FuzzDecodeMessageProperties; do \
 		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./broker/packet/ || exit 1; done
 	@for t in FuzzTrieMatch FuzzValidateFilter; do \
 		$(GO) test -run='^$$' -fuzz="^$$t$$" -fuzztime=$(FUZZTIME) ./broker/topic/ || exit 1; done
