@@ -288,3 +288,33 @@ func TestMinorityRefusesRaftOperationsKeepsLocalTraffic(t *testing.T) {
 		t.Fatalf("got %q", m.Topic)
 	}
 }
+
+// A QoS 1 publish whose matching route is on a node that cannot be reached
+// waits, is retried, and then fails visibly: the 5.0 PUBACK says 0x80 and
+// the failure is counted — it never vanishes as a success.
+func TestPublishToUnreachableNodeFailsVisibly(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	c.waitPeers()
+	addrs := startBrokers(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	far := dial(t, addrs[2], "far-sub")
+	if sa, err := far.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "far/#", QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+		t.Fatalf("subscribe: %v %+v", err, sa)
+	}
+	c.kill(2)
+	pub := dial(t, addrs[0], "pub")
+	start := time.Now()
+	pa, err := pub.Publish(ctx, &paho.Publish{Topic: "far/x", QoS: 1, Payload: []byte("undeliverable")})
+	if err != nil && pa == nil {
+		t.Fatal(err)
+	}
+	if pa.ReasonCode != 0x80 {
+		t.Fatalf("PUBACK 0x%02X after %v, want 0x80", pa.ReasonCode, time.Since(start))
+	}
+	t.Logf("PUBACK 0x80 after %v", time.Since(start))
+}
