@@ -4,7 +4,7 @@ BIN       ?= bin/mqcluster
 PKGS      ?= ./...
 FUZZTIME  ?= 10m
 
-.PHONY: all build run test vet fmt-check bench bench-codec fuzz clean
+.PHONY: all build run test vet fmt-check bench bench-cluster bench-codec fuzz clean
 
 all: build
 
@@ -37,6 +37,13 @@ bench-codec:
 BENCHFLAGS ?=
 bench: build
 	./$(BIN) bench --mqcluster-bin ./$(BIN) --json bin/bench.json $(BENCHFLAGS)
+
+# A three-node cluster on loopback against a single node: cross-node
+# delivery, added latency, subscribe rate, connect storm and failover
+# (figures in docs/performance.md). The raw figures go to
+# bin/bench-cluster.json; BENCHFLAGS as for bench.
+bench-cluster: build
+	./$(BIN) bench --cluster 3 --mqcluster-bin ./$(BIN) --json bin/bench-cluster.json $(BENCHFLAGS)
 
 # Every fuzz target for FUZZTIME each (default 10m), one after another.
 fuzz:

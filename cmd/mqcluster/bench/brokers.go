@@ -53,6 +53,22 @@ type brokerBins struct {
 // startBroker starts the named broker on a free loopback port and waits
 // until it answers a CONNECT.
 func startBroker(ctx context.Context, name string, bins brokerBins) (*brokerProc, error) {
+	b, err := spawnBroker(name, bins)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.waitReady(ctx); err != nil {
+		b.stop()
+		return nil, err
+	}
+	return b, nil
+}
+
+// spawnBroker starts the named broker on a free loopback port without
+// waiting for it; extra are more arguments of `mqcluster serve` (the
+// cluster flags), each "DIR" in them replaced by the broker's temporary
+// directory.
+func spawnBroker(name string, bins brokerBins, extra ...string) (*brokerProc, error) {
 	dir, err := os.MkdirTemp("", "mqcluster-bench-"+name+"-")
 	if err != nil {
 		return nil, err
@@ -94,6 +110,9 @@ func startBroker(ctx context.Context, name string, bins brokerBins) (*brokerProc
 			args = append(args, "--max-queued-messages", strconv.Itoa(bins.mosquittoMaxQueued),
 				"--max-queued-bytes", strconv.Itoa(8<<30), "--write-queue-bytes", strconv.Itoa(8<<30))
 		}
+		for _, a := range extra {
+			args = append(args, strings.ReplaceAll(a, "DIR", dir))
+		}
 		b.cmd = exec.Command(bins.mqcluster, args...)
 	case Mosquitto:
 		conf := filepath.Join(dir, "mosquitto.conf")
@@ -115,10 +134,6 @@ func startBroker(ctx context.Context, name string, bins brokerBins) (*brokerProc
 	// says why.
 	started = true
 	go func() { b.err = b.cmd.Wait(); close(b.exited) }()
-	if err := b.waitReady(ctx); err != nil {
-		b.stop()
-		return nil, err
-	}
 	return b, nil
 }
 

@@ -8,6 +8,13 @@
 // throughput, latency, loss, broker CPU per delivered message and memory per
 // idle connection, with the ratios mqcluster/mosquitto.
 //
+// With --cluster N it runs cluster mode instead (cluster*.go): N
+// `mqcluster serve` nodes forming one cluster on loopback, against a single
+// node, for cross-node delivery (publishers on one node, the subscriber on
+// another), the latency that adds, the rate of subscribes that set routes
+// through Raft, a connect storm spread over the nodes, and the time from
+// killing the Raft leader to a subscribe granted again.
+//
 // It measures and reports; it never asserts performance targets. It fails
 // only when a broker cannot be started or dies, or a QoS 1 flow loses
 // messages. It talks to brokers only over TCP: package broker is imported by

@@ -17,6 +17,9 @@ import (
 type Target struct {
 	Name string
 	Addr string // host:port of its MQTT listener
+	// SubAddr, when set, is where the subscribers connect instead of Addr:
+	// another node of a cluster.
+	SubAddr string
 	// PID is the broker's process, whose CPU time and resident memory are
 	// measured; 0 when it has none of its own (an in-process test broker).
 	PID int
@@ -71,6 +74,13 @@ type Result struct {
 	RSSBefore  int64   `json:"rss_before_bytes,omitempty"`
 	RSSAfter   int64   `json:"rss_after_bytes,omitempty"`
 	KiBPerConn float64 `json:"kib_per_conn,omitempty"`
+
+	// The cluster scenarios: subscribes granted (failover: tries made) and
+	// their rate; failover names the killed leader and the node asked.
+	Ops       int64   `json:"ops,omitempty"`
+	OpsPerSec float64 `json:"ops_per_s,omitempty"`
+	Leader    string  `json:"leader,omitempty"`
+	Survivor  string  `json:"survivor,omitempty"`
 
 	Err string `json:"error,omitempty"`
 }
@@ -148,7 +158,11 @@ func (r *runner) runFlow(ctx context.Context, t Target, f flow) (Result, error) 
 	}()
 	subs := make([]*subscriber, f.Subscribers)
 	for i := range subs {
-		c, err := dialClient(ctx, &r.d, t.Addr, fmt.Sprintf("bench-%s-sub-%d", f.Name, i))
+		subAddr := t.Addr
+		if t.SubAddr != "" {
+			subAddr = t.SubAddr
+		}
+		c, err := dialClient(ctx, &r.d, subAddr, fmt.Sprintf("bench-%s-sub-%d", f.Name, i))
 		if err != nil {
 			return res, err
 		}

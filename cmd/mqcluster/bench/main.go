@@ -31,7 +31,13 @@ type Config struct {
 	Stall        time.Duration `json:"stall_ns"`
 	MQClusterBin string        `json:"mqcluster_bin"`
 	MosquittoBin string        `json:"mosquitto_bin"`
-	JSON         string        `json:"-"`
+	// Cluster mode (--cluster N): N nodes against a single node.
+	Cluster       int    `json:"cluster,omitempty"`
+	SubConns      int    `json:"subrate_conns,omitempty"`
+	Subscribes    int    `json:"subrate_subscribes,omitempty"`
+	StormClients  int    `json:"storm_clients,omitempty"`
+	StormInFlight int    `json:"storm_in_flight,omitempty"`
+	JSON          string `json:"-"`
 }
 
 // Scenario names, in the order they run.
@@ -113,6 +119,11 @@ func parseFlags(args []string, usage io.Writer) (*Config, error) {
 	fs.DurationVar(&cfg.Stall, "stall", 3*time.Second, "give up on missing messages after this long without progress")
 	fs.StringVar(&cfg.MQClusterBin, "mqcluster-bin", "", "mqcluster binary (default: this executable)")
 	fs.StringVar(&cfg.MosquittoBin, "mosquitto-bin", "", "mosquitto binary (default: /usr/sbin/mosquitto, else from PATH)")
+	fs.IntVar(&cfg.Cluster, "cluster", 0, "run the cluster scenarios ("+strings.Join(clusterScenarios, ", ")+") on this many nodes against a single node instead (0: mqcluster against mosquitto)")
+	fs.IntVar(&cfg.SubConns, "subrate-conns", 100, "cluster subrate scenario: connections")
+	fs.IntVar(&cfg.Subscribes, "subscribes", 20000, "cluster subrate scenario: subscribes in all")
+	fs.IntVar(&cfg.StormClients, "storm-clients", 10000, "cluster storm scenario: clients")
+	fs.IntVar(&cfg.StormInFlight, "storm-in-flight", 200, "cluster storm scenario: CONNECT+SUBSCRIBEs at once")
 	fs.StringVar(&cfg.JSON, "json", "", "also write the raw figures to this JSON file")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -122,6 +133,14 @@ func parseFlags(args []string, usage io.Writer) (*Config, error) {
 	}
 	cfg.Brokers = splitList(*brokers)
 	cfg.Scenarios = splitList(*scenarios)
+	if cfg.Cluster > 0 {
+		cfg.Brokers = []string{MQCluster}
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "scenarios" })
+		if !set {
+			cfg.Scenarios = slices.Clone(clusterScenarios)
+		}
+	}
 	return cfg, cfg.validate()
 }
 
@@ -148,14 +167,24 @@ func (c *Config) validate() error {
 	if len(c.Scenarios) == 0 {
 		errs = append(errs, errors.New("--scenarios: none chosen"))
 	}
+	known := allScenarios
+	if c.Cluster > 0 {
+		known = clusterScenarios
+		if c.Cluster < 2 {
+			errs = append(errs, fmt.Errorf("--cluster %d: want 0 or at least 2", c.Cluster))
+		}
+		if c.SubConns < 1 || c.Subscribes < c.SubConns || c.StormClients < 1 || c.StormInFlight < 1 {
+			errs = append(errs, errors.New("--subrate-conns, --subscribes, --storm-clients, --storm-in-flight: want > 0, and at least a subscribe per connection"))
+		}
+	}
 	for _, s := range c.Scenarios {
-		if !slices.Contains(allScenarios, s) {
+		if !slices.Contains(known, s) {
 			errs = append(errs, fmt.Errorf("--scenarios: unknown scenario %q", s))
 		}
 	}
 	// Run them in the documented order whatever order they were given in.
 	slices.SortFunc(c.Scenarios, func(a, b string) int {
-		return slices.Index(allScenarios, a) - slices.Index(allScenarios, b)
+		return slices.Index(known, a) - slices.Index(known, b)
 	})
 	if c.Messages < 0 || (c.Messages > 0 && c.Messages < 10) {
 		errs = append(errs, fmt.Errorf("--messages %d: want 0 (defaults) or at least 10", c.Messages))
@@ -217,6 +246,9 @@ func Run(ctx context.Context, cfg *Config, out io.Writer) error {
 	bins, err := cfg.binaries()
 	if err != nil {
 		return err
+	}
+	if cfg.Cluster > 0 {
+		return runCluster(ctx, cfg, bins, out)
 	}
 	nofile, err := raiseNoFile()
 	if err != nil {
