@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync/atomic"
+	"time"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
 )
@@ -83,9 +84,16 @@ func (s *Server) forward(m *Message, ack ackTo) ackTo {
 }
 
 func (s *Server) forwardFailed(m *Message, err error) {
-	if err != nil {
-		s.stats.ForwardFailures.Add(1)
-		s.log.Warn("message not forwarded to every node", "topic", m.Topic, "err", err)
+	if err == nil {
+		return
+	}
+	n := s.stats.ForwardFailures.Add(1)
+	// One line per second at most: a peer that cannot keep up fails many
+	// messages, and logging each would only add to the load.
+	now := time.Now().UnixNano()
+	last := s.forwardLogged.Load()
+	if now-last >= int64(time.Second) && s.forwardLogged.CompareAndSwap(last, now) {
+		s.log.Warn("messages not forwarded to every node", "topic", m.Topic, "err", err, "failures_total", n)
 	}
 }
 

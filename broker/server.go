@@ -55,8 +55,9 @@ type Server struct {
 	closed    bool
 	wg        sync.WaitGroup
 
-	stats Stats
-	start time.Time
+	stats         Stats
+	start         time.Time
+	forwardLogged atomic.Int64 // unix ns of the last forward-failure log line
 }
 
 // Stats are the broker's counters, read with atomic loads.

@@ -19,6 +19,9 @@ func (n *Node) startTransport() error {
 	cfg.NodeID = n.cfg.NodeID
 	cfg.ListenAddr = n.cfg.GRPCAddr
 	cfg.Logger = n.log
+	// QoS 0 messages to a peer that falls behind are dropped (counted) once
+	// its outbox is full: leave room for bursts.
+	cfg.OutboxMessages, cfg.OutboxBytes = 100000, 64<<20
 	h := transport.Handlers{
 		Proposer:  proposer{n},
 		Deliverer: deliverer{n},
