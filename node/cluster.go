@@ -21,6 +21,11 @@ var _ broker.Cluster = (*Node)(nil)
 // a peer that takes longer is counted and left behind (SUBACK goes anyway).
 const peerApplyWait = time.Second
 
+// forwardWait bounds how long a publisher is held back while a connected
+// peer's outbox is full; past it the message is dropped for that peer and
+// counted (a 5.0 QoS 1/2 publisher gets 0x80).
+const forwardWait = 2 * time.Second
+
 // AttachBroker makes srv the broker that messages forwarded by other nodes
 // are delivered to.
 func (n *Node) AttachBroker(srv *broker.Server) { n.brk.Store(srv) }
@@ -95,7 +100,7 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 		if m.ExpiresAt != 0 {
 			fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
 		}
-		n.tr.Send(peer, fm, func(err error) {
+		n.tr.SendWait(peer, fm, func(err error) {
 			if err != nil {
 				mu.Lock()
 				if first == nil {
@@ -109,7 +114,7 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 				mu.Unlock()
 				done(e)
 			}
-		})
+		}, forwardWait)
 	}
 	return true
 }

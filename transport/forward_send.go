@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"google.golang.org/protobuf/proto"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -48,6 +49,44 @@ func (t *Transport) Send(peer string, m *pb.ForwardedMessage, done func(error)) 
 	s.send(m, done)
 }
 
+// SendWait is Send that, while the peer is connected and its outbox is
+// full, waits up to maxWait for room instead of failing at once: the
+// backpressure of a peer that is slower than the ingress reaches the
+// publishers. A peer that is not connected gets Send's behaviour.
+func (t *Transport) SendWait(peer string, m *pb.ForwardedMessage, done func(error), maxWait time.Duration) {
+	s := (*t.peers.Load())[peer]
+	if s == nil || !t.PeerConnected(peer) {
+		t.Send(peer, m, done)
+		return
+	}
+	var timeout <-chan time.Time
+	for {
+		s.mu.Lock()
+		full := s.closed == nil && (len(s.q)-s.head >= s.t.cfg.OutboxMessages || s.bytes+proto.Size(m) > s.t.cfg.OutboxBytes)
+		if !full {
+			s.mu.Unlock()
+			s.send(m, done)
+			return
+		}
+		if s.space == nil {
+			s.space = make(chan struct{})
+		}
+		ch := s.space
+		s.mu.Unlock()
+		if timeout == nil {
+			tm := time.NewTimer(maxWait)
+			defer tm.Stop()
+			timeout = tm.C
+		}
+		select {
+		case <-ch:
+		case <-timeout:
+			s.send(m, done) // fails with ErrOutboxFull unless room appeared
+			return
+		}
+	}
+}
+
 func (t *Transport) isClosed() bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -74,8 +113,9 @@ type peerSender struct {
 	head   int
 	nsent  int
 	bytes  int
-	seq    uint64 // last sequence number given
-	closed error  // set when run has exited: Send answers with it
+	seq    uint64        // last sequence number given
+	closed error         // set when run has exited: Send answers with it
+	space  chan struct{} // closed when messages leave a full outbox (SendWait)
 
 	// Owned by run.
 	calls []doneCall

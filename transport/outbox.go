@@ -107,6 +107,10 @@ func (s *peerSender) expire() {
 
 // pop removes the head entry and returns a copy. Called with s.mu held.
 func (s *peerSender) pop() entry {
+	if s.space != nil {
+		close(s.space) // room for SendWait
+		s.space = nil
+	}
 	e := s.q[s.head]
 	s.q[s.head] = entry{}
 	s.head++
@@ -153,6 +157,10 @@ func (s *peerSender) drain() {
 	}
 	s.mu.Lock()
 	s.closed = err
+	if s.space != nil {
+		close(s.space) // SendWait callers see closed
+		s.space = nil
+	}
 	n := 0
 	for s.head < len(s.q) {
 		e := s.pop()
