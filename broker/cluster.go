@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/broker/topic"
 )
 
 // Cluster is what a broker that is one node of a cluster asks of the
@@ -145,4 +146,17 @@ func (s *Server) retainedMatching(filter string) []*Message {
 		return s.cluster.Retained(filter)
 	}
 	return s.retained.match(filter)
+}
+
+// RoutedFilters returns the filters this broker has local non-shared
+// subscribers for: the routes the cluster should hold for this node.
+func (s *Server) RoutedFilters() []string {
+	var out []string
+	s.subs.Walk(func(e topic.Entry[subValue]) bool {
+		if e.Group == "" && (len(out) == 0 || out[len(out)-1] != e.Filter) {
+			out = append(out, e.Filter)
+		}
+		return true
+	})
+	return out
 }

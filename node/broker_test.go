@@ -318,3 +318,66 @@ func TestPublishToUnreachableNodeFailsVisibly(t *testing.T) {
 	}
 	t.Logf("PUBACK 0x80 after %v", time.Since(start))
 }
+
+// After a crash, the routes of the clean sessions that died with the node
+// are removed when it comes back and reconciles; routes of its live
+// subscriptions are (re)added.
+func TestRestartReconcilesRoutes(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	c.waitPeers()
+	addrs := startBrokers(t, c)
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	doomed := dial(t, addrs[2], "doomed")
+	if _, err := doomed.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "stale/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	routed := func(filter string) bool {
+		r, ok := c.nodes[0].FSM().Route(filter, "")
+		if !ok {
+			return false
+		}
+		for _, rn := range r.Nodes {
+			if rn.NodeID == "node-2" {
+				return true
+			}
+		}
+		return false
+	}
+	eventually(t, 5*time.Second, func() error {
+		if !routed("stale/#") {
+			return fmt.Errorf("no route yet")
+		}
+		return nil
+	})
+	// node-2 crashes: its process, broker and clean sessions are gone.
+	c.kill(2)
+	c.restart(2)
+	addr := startBroker(t, c.nodes[2])
+	eventually(t, 30*time.Second, func() error {
+		if !c.nodes[2].inContact() {
+			return fmt.Errorf("the restarted node has not heard from a leader")
+		}
+		return nil
+	})
+	fresh := dial(t, addr, "fresh")
+	if _, err := fresh.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "fresh/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[2].ReconcileRoutes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		if routed("stale/#") {
+			return fmt.Errorf("the dead session's route is still there")
+		}
+		if !routed("fresh/#") {
+			return fmt.Errorf("the live subscription has no route")
+		}
+		return nil
+	})
+}

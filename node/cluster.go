@@ -204,3 +204,52 @@ func (n *Node) Retained(filter string) []*broker.Message {
 	slices.SortFunc(out, func(a, b *broker.Message) int { return strings.Compare(a.Topic, b.Topic) })
 	return out
 }
+
+// ReconcileRoutes makes the routes the cluster holds for this node match
+// the attached broker's local subscriptions: after a restart, routes of
+// clean sessions that died with the previous run are removed, and the
+// subscriptions of restored persistent sessions get their routes. It waits
+// until a leader is in contact and this node has applied what it knows to
+// be committed.
+func (n *Node) ReconcileRoutes(ctx context.Context) error {
+	b := n.brk.Load()
+	if b == nil {
+		return errNoBroker
+	}
+	for !n.inContact() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrClosed
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if err := n.fsm.WaitApplied(ctx, n.raft.CommitIndex()); err != nil {
+		return err
+	}
+	local := map[string]bool{}
+	for _, f := range b.RoutedFilters() {
+		local[f] = true
+	}
+	have := map[string]bool{}
+	for _, r := range n.fsm.RoutesOf(n.cfg.NodeID) {
+		if r.Group != "" {
+			continue
+		}
+		have[r.Filter] = true
+		if !local[r.Filter] {
+			if err := n.SetRoute(ctx, r.Filter, 0); err != nil {
+				return err
+			}
+		}
+	}
+	for f := range local {
+		if !have[f] {
+			if err := n.SetRoute(ctx, f, 1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

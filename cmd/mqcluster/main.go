@@ -120,6 +120,7 @@ func run(args []string) error {
 	}
 	if nd != nil {
 		nd.AttachBroker(srv)
+		go reconcile(nd, log)
 	}
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {
@@ -142,4 +143,24 @@ func run(args []string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	return srv.Close(ctx)
+}
+
+// reconcile aligns the cluster's routes for this node with the broker's
+// subscriptions once the node is in contact with a leader (after a restart:
+// routes of sessions that died go, restored sessions' routes come).
+func reconcile(nd *node.Node, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	for {
+		err := nd.ReconcileRoutes(ctx)
+		if err == nil {
+			log.Info("routes reconciled with local subscriptions")
+			return
+		}
+		if ctx.Err() != nil || errors.Is(err, node.ErrClosed) {
+			log.Warn("routes not reconciled", "err", err)
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }
