@@ -144,8 +144,8 @@ func TestRetained(t *testing.T) {
 	pub := dialV5(t, s.addr, "pub")
 	pub.publish(t, &paho.Publish{Topic: "r/a", QoS: 1, Retain: true, Payload: []byte("one")})
 	pub.publish(t, &paho.Publish{Topic: "r/a", QoS: 1, Retain: true, Payload: []byte("two")})
-	pub.publish(t, &paho.Publish{Topic: "r/b", QoS: 0, Retain: true, Payload: []byte("bee")})
-	pub.publish(t, &paho.Publish{Topic: "r/b", QoS: 0, Retain: true, Payload: nil})
+	pub.publish(t, &paho.Publish{Topic: "r/b", QoS: 1, Retain: true, Payload: []byte("bee")})
+	pub.publish(t, &paho.Publish{Topic: "r/b", QoS: 1, Retain: true, Payload: nil})
 
 	c := dialV5(t, s.addr, "reader")
 	c.subscribe(t, paho.SubscribeOptions{Topic: "r/#", QoS: 1})
