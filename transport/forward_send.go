@@ -59,13 +59,14 @@ func (t *Transport) SendWait(peer string, m *pb.ForwardedMessage, done func(erro
 		t.Send(peer, m, done)
 		return
 	}
+	size := proto.Size(m)
 	var timeout <-chan time.Time
 	for {
 		s.mu.Lock()
-		full := s.closed == nil && (len(s.q)-s.head >= s.t.cfg.OutboxMessages || s.bytes+proto.Size(m) > s.t.cfg.OutboxBytes)
+		full := s.closed == nil && (len(s.q)-s.head >= s.t.cfg.OutboxMessages || s.bytes+size > s.t.cfg.OutboxBytes)
 		if !full {
 			s.mu.Unlock()
-			s.send(m, done)
+			s.sendSized(m, size, done)
 			return
 		}
 		if s.space == nil {
@@ -81,7 +82,7 @@ func (t *Transport) SendWait(peer string, m *pb.ForwardedMessage, done func(erro
 		select {
 		case <-ch:
 		case <-timeout:
-			s.send(m, done) // fails with ErrOutboxFull unless room appeared
+			s.sendSized(m, size, done) // fails with ErrOutboxFull unless room appeared
 			return
 		}
 	}

@@ -25,7 +25,11 @@ type entry struct {
 }
 
 func (s *peerSender) send(m *pb.ForwardedMessage, done func(error)) {
-	size := proto.Size(m)
+	s.sendSized(m, proto.Size(m), done)
+}
+
+// sendSized is send for a message whose proto.Size is known.
+func (s *peerSender) sendSized(m *pb.ForwardedMessage, size int, done func(error)) {
 	if size+msgOverhead+batchOverhead > s.t.cfg.MaxMsgSize {
 		s.stats.dropped.Add(1)
 		done(fmt.Errorf("%w: %d bytes to forward, limit %d", ErrTooLarge, size, s.t.cfg.MaxMsgSize))
