@@ -57,6 +57,19 @@ func (c *testCluster) waitPeers() {
 	})
 }
 
+// brokerCluster starts three nodes, waits for a leader and for every
+// node's transport to know its peers, and runs a broker on each.
+func brokerCluster(t *testing.T) (*testCluster, []string) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("starts a 3-node cluster")
+	}
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	c.waitPeers()
+	return c, startBrokers(t, c)
+}
+
 type client struct {
 	*paho.Client
 	msgs chan *paho.Publish
@@ -98,13 +111,7 @@ func (c *client) expect(t *testing.T) *paho.Publish {
 // once per subscriber, with its QoS and 5.0 properties; the SUBACK means
 // the route is in force everywhere, and an UNSUBACK that it is gone.
 func TestPublishReachesOtherNodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	c := newCluster(t, 3)
-	c.leader(10 * time.Second)
-	c.waitPeers()
-	addrs := startBrokers(t, c)
+	c, addrs := brokerCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 
@@ -172,13 +179,7 @@ func TestPublishReachesOtherNodes(t *testing.T) {
 // and deletes made on different nodes, and after a node restarts on its
 // data directory.
 func TestRetainedIdenticalOnEveryNode(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	c := newCluster(t, 3)
-	c.leader(10 * time.Second)
-	c.waitPeers()
-	addrs := startBrokers(t, c)
+	c, addrs := brokerCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	pubs := make([]*client, 3)
@@ -240,13 +241,7 @@ func TestRetainedIdenticalOnEveryNode(t *testing.T) {
 // with the proper reason code (SUBACK 0x83, retained PUBLISH acknowledged
 // with 0x83), while its existing local traffic keeps flowing.
 func TestMinorityRefusesRaftOperationsKeepsLocalTraffic(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	c := newCluster(t, 3)
-	c.leader(10 * time.Second)
-	c.waitPeers()
-	addrs := startBrokers(t, c)
+	c, addrs := brokerCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	local := dial(t, addrs[0], "local-sub")
@@ -293,13 +288,7 @@ func TestMinorityRefusesRaftOperationsKeepsLocalTraffic(t *testing.T) {
 // waits, is retried, and then fails visibly: the 5.0 PUBACK says 0x80 and
 // the failure is counted — it never vanishes as a success.
 func TestPublishToUnreachableNodeFailsVisibly(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	c := newCluster(t, 3)
-	c.leader(10 * time.Second)
-	c.waitPeers()
-	addrs := startBrokers(t, c)
+	c, addrs := brokerCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	far := dial(t, addrs[2], "far-sub")
@@ -323,13 +312,7 @@ func TestPublishToUnreachableNodeFailsVisibly(t *testing.T) {
 // are removed when it comes back and reconciles; routes of its live
 // subscriptions are (re)added.
 func TestRestartReconcilesRoutes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a 3-node cluster")
-	}
-	c := newCluster(t, 3)
-	c.leader(10 * time.Second)
-	c.waitPeers()
-	addrs := startBrokers(t, c)
+	c, addrs := brokerCluster(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
 	defer cancel()
 	doomed := dial(t, addrs[2], "doomed")
