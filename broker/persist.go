@@ -103,10 +103,7 @@ func (s *Server) restore() error {
 				o.share = s.shares.ref(shareRef{filter: sm.ShareFilter, group: sm.ShareGroup})
 			}
 			if sm.PacketID != 0 {
-				if ss.usedIDs == nil {
-					ss.usedIDs = make([]uint64, 1024)
-				}
-				ss.usedIDs[sm.PacketID>>6] |= 1 << (sm.PacketID & 63)
+				ss.markID(sm.PacketID)
 				ss.nextID = max(ss.nextID, sm.PacketID)
 			}
 			ss.nextSeq = max(ss.nextSeq, sm.Seq)

@@ -202,18 +202,23 @@ func (ss *session) sendDeferred(o outMsg) (start bool) {
 // newPacketID returns a non-zero id used by no queued or in-flight message
 // of this session ([MQTT-2.2.1-3]).
 func (ss *session) newPacketID() uint16 {
-	if ss.usedIDs == nil {
-		ss.usedIDs = make([]uint64, 1024)
-	}
 	for {
 		ss.nextID++
 		id := ss.nextID
-		if id == 0 || ss.usedIDs[id>>6]&(1<<(id&63)) != 0 {
+		if id == 0 || ss.usedIDs != nil && ss.usedIDs[id>>6]&(1<<(id&63)) != 0 {
 			continue
 		}
-		ss.usedIDs[id>>6] |= 1 << (id & 63)
+		ss.markID(id)
 		return id
 	}
+}
+
+// markID records packet id as held.
+func (ss *session) markID(id uint16) {
+	if ss.usedIDs == nil {
+		ss.usedIDs = make([]uint64, 1024)
+	}
+	ss.usedIDs[id>>6] |= 1 << (id & 63)
 }
 
 // retire frees the packet id of a delivery whose flow ended and queues the
