@@ -169,7 +169,9 @@ func TestBadInput12_PublishHeader(t *testing.T) {
 // acknowledgement, and the message is dropped: not delivered, not retained.
 // The connection stays open.
 func TestBadInput13_SysTopic(t *testing.T) {
-	s := startServer(t, nil)
+	cfg := DefaultConfig()
+	cfg.SysInterval = 0 // nothing under $SYS but what clients try to put there
+	s := startServer(t, &cfg)
 	b := watch(t, s, "#")
 	sys := dialV5(t, s.addr, "sys-watcher")
 	sys.subscribe(t, paho.SubscribeOptions{Topic: "$SYS/#", QoS: 2}, paho.SubscribeOptions{Topic: "sentinel/#", QoS: 1})

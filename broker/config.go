@@ -3,6 +3,7 @@ package broker
 import (
 	"errors"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -81,6 +82,18 @@ type Config struct {
 	// CONNACK 0x9F (5.0) / 0x03 (3.1.1).
 	ConnectRate  float64
 	ConnectBurst int
+	// MaxPublishRate is the number of PUBLISH packets per second one
+	// connection may send, with bursts up to PublishBurst (0: no bound).
+	// Over it, QoS 0 is dropped; 5.0 QoS 1/2 get PUBACK / PUBREC 0x97
+	// (quota exceeded) and are not delivered; 3.1.1 QoS 1/2 are held back
+	// (the connection is not read until the rate allows). A client refused
+	// more than ten times what the limit allows within one second is
+	// disconnected (DISCONNECT 0x96 in 5.0). See ratelimit.go.
+	MaxPublishRate float64
+	PublishBurst   int
+	// SysInterval is the period of the $SYS/broker/... figures this node
+	// publishes (Mosquitto's sys_interval); 0 publishes none.
+	SysInterval time.Duration
 	// ClusterTimeout bounds what a client waits for the cluster (a route to
 	// be in force before its SUBACK).
 	ClusterTimeout time.Duration
@@ -127,6 +140,7 @@ func DefaultConfig() Config {
 		SharedStrategy:          ShareRoundRobin,
 		MaxConnections:          100000,
 		ClusterTimeout:          5 * time.Second,
+		SysInterval:             10 * time.Second,
 	}
 }
 
@@ -171,6 +185,12 @@ func (c *Config) Validate() error {
 	}
 	if c.ConnectRate < 0 || c.ConnectRate > 0 && c.ConnectBurst <= 0 {
 		errs = append(errs, fmt.Errorf("connect_rate %v / connect_burst %d: want a rate >= 0 and, with a rate, a burst > 0", c.ConnectRate, c.ConnectBurst))
+	}
+	if c.MaxPublishRate < 0 || c.MaxPublishRate > 0 && c.PublishBurst <= 0 || math.IsNaN(c.MaxPublishRate) || math.IsInf(c.MaxPublishRate, 0) {
+		errs = append(errs, fmt.Errorf("max_publish_rate %v / publish_burst %d: want a finite rate >= 0 and, with a rate, a burst > 0", c.MaxPublishRate, c.PublishBurst))
+	}
+	if c.SysInterval < 0 {
+		errs = append(errs, fmt.Errorf("sys_interval %v: want >= 0", c.SysInterval))
 	}
 	if c.MaximumQoS > 2 {
 		errs = append(errs, fmt.Errorf("maximum_qos %d: want 0..2", c.MaximumQoS))

@@ -33,6 +33,7 @@ type conn struct {
 	sess      *session
 	keepAlive time.Duration
 	will      *packet.Will
+	willID    string // the will's cluster record, if any
 	aliasesIn map[uint16]string
 	// the client's own limits (5.0 CONNECT properties)
 	clientMaxPacket int
@@ -40,6 +41,15 @@ type conn struct {
 	requestProblem  bool
 	// graceful is set by a DISCONNECT that asks for no will.
 	graceful bool
+	// authTimer ends the connection when its credentials expire (nil when
+	// they do not; see authexpiry.go).
+	authTimer *time.Timer
+	// pubBucket applies MaxPublishRate (nil without one); pktsIn and
+	// pubsIn are packets counted and not yet added to Stats (sys.go).
+	pubBucket      *publishBucket
+	pktsIn, pubsIn int64
+	// in is nc counting the bytes read into Stats.BytesIn: head's source.
+	in countingConn
 	// pending counts this connection's store writes not yet durable.
 	pending atomic.Int32
 	// established is set once the CONNACK is queued; other goroutines may
@@ -82,7 +92,8 @@ func newConn(s *Server, nc net.Conn) *conn {
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
-	c.head.src = nc
+	c.in = countingConn{Conn: nc, n: &s.stats.BytesIn}
+	c.head.src = &c.in
 	c.rd = packet.NewReader(&c.head, s.cfg.MaxPacketSize)
 	return c
 }
@@ -93,6 +104,7 @@ func (c *conn) serve() {
 	defer func() {
 		// Writers owed to other connections start whatever happened here.
 		c.runKicks()
+		c.flushCounts()
 		if r := recover(); r != nil {
 			c.srv.stats.Panics.Add(1)
 			c.srv.log.Error("panic in connection; closing it", "client_id", c.clientID,
@@ -104,6 +116,7 @@ func (c *conn) serve() {
 	if !c.handshake() {
 		return
 	}
+	c.onConnected()
 	for {
 		if c.keepAlive > 0 {
 			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
@@ -113,6 +126,7 @@ func (c *conn) serve() {
 			c.readFailed(err)
 			return
 		}
+		c.countIn(pk)
 		err = c.handle(pk)
 		if c.sinceKick++; len(c.kicks) > 0 && (c.rd.Buffered() == 0 || c.sinceKick >= maxKickDelay) {
 			c.runKicks()
@@ -326,6 +340,7 @@ func (c *conn) writeInline() {
 	for i := range q {
 		buf = c.encode(buf, &q[i])
 	}
+	c.srv.stats.PacketsOut.Add(int64(len(q)))
 	n, err := c.tryWrite(buf)
 	clear(q)
 	c.wmu.Lock()
@@ -422,6 +437,7 @@ func (c *conn) flush() {
 			q = q[:0]
 		}
 		buf := (*bp)[:0]
+		c.srv.stats.PacketsOut.Add(int64(len(q)))
 		for i := range q {
 			buf = c.encode(buf, &q[i])
 			if len(buf) >= 64<<10 {

@@ -43,6 +43,10 @@ func (c *conn) handshake() bool {
 		c.refuse(packet.CodeOf(err), err)
 		return false
 	}
+	certified, ok := c.applyPeerIdentity(cp)
+	if !ok {
+		return false
+	}
 	props := &cp.Properties
 	assigned := false
 	if cp.ClientID == "" {
@@ -62,8 +66,13 @@ func (c *conn) handshake() bool {
 		c.refuse(packet.RetainNotSupported, errors.New("will retain not supported"))
 		return false
 	}
-	authData, ok := c.authenticate(cp)
+	authData, authExpiry, ok := c.admit(cp, certified)
 	if !ok {
+		return false
+	}
+	if cp.Will != nil && isSysTopic(cp.Will.Topic) {
+		// Like a PUBLISH to $SYS (BAD-INPUT row 13): the broker's own topics.
+		c.refuse(packet.NotAuthorized, errors.New("will topic in $SYS"))
 		return false
 	}
 	if cp.Will != nil && c.srv.acl != nil && !c.srv.acl.CanPublish(&c.info, cp.Will.Topic) {
@@ -94,7 +103,13 @@ func (c *conn) handshake() bool {
 	if cp.Version == packet.V5 {
 		c.connackProps(ack, cp, assigned, serverKA, ka, authData)
 	}
-	_, present := c.srv.attach(c, cp, ack)
+	tr, ok := c.claimSession(cp)
+	if !ok {
+		return false
+	}
+	_, present := c.srv.attach(c, cp, ack, tr)
+	c.registerWill(cp)
+	c.setAuthExpiry(authExpiry)
 	c.srv.stats.Connected.Add(1)
 	c.srv.log.Debug("client connected", "client_id", c.clientID, "version", cp.Version.String(),
 		"clean_start", cp.CleanStart, "session_present", present)
@@ -162,17 +177,18 @@ func (c *conn) connackProps(ack *packet.Connack, cp *packet.Connect, assigned, s
 
 // authenticate runs the authenticator over the CONNECT and, for 5.0
 // enhanced authentication, the AUTH exchange ([MQTT-4.12.0-...]). It returns
-// the final authentication data for the CONNACK.
-func (c *conn) authenticate(cp *packet.Connect) ([]byte, bool) {
+// the final authentication data for the CONNACK and when the credentials
+// expire (zero: never).
+func (c *conn) authenticate(cp *packet.Connect) ([]byte, time.Time, bool) {
 	method := cp.Properties.AuthMethod
 	if c.srv.auth == nil {
 		if method != "" {
 			// No enhanced authentication configured: [MQTT-4.12.0-...] the
 			// server refuses an unknown method with 0x8C.
 			c.refuse(packet.BadAuthenticationMethod, errors.New("no authentication method configured"))
-			return nil, false
+			return nil, time.Time{}, false
 		}
-		return nil, true
+		return nil, time.Time{}, true
 	}
 	req := &AuthRequest{ClientInfo: c.info, Password: cp.Password, HasUsername: cp.HasUsername,
 		HasPassword: cp.HasPassword, Method: method, Data: cp.Properties.AuthData}
@@ -183,7 +199,7 @@ func (c *conn) authenticate(cp *packet.Connect) ([]byte, bool) {
 		}
 		switch {
 		case res.Code == packet.Success:
-			return res.Data, true
+			return res.Data, res.Expiry, true
 		case res.Code == packet.ContinueAuthentication && c.version == packet.V5 && method != "":
 			auth := &packet.Auth{ReasonCode: packet.ContinueAuthentication}
 			auth.Properties.AuthMethod = method
@@ -196,12 +212,12 @@ func (c *conn) authenticate(cp *packet.Connect) ([]byte, bool) {
 			pk, err := c.rd.ReadPacket()
 			if err != nil {
 				c.refuseRead(err)
-				return nil, false
+				return nil, time.Time{}, false
 			}
 			a, ok := pk.(*packet.Auth)
 			if !ok || a.ReasonCode != packet.ContinueAuthentication || a.Properties.AuthMethod != method {
 				c.refuse(packet.ProtocolError, errors.New("expected AUTH continuing the exchange"))
-				return nil, false
+				return nil, time.Time{}, false
 			}
 			req.Data = a.Properties.AuthData
 		default:
@@ -212,7 +228,7 @@ func (c *conn) authenticate(cp *packet.Connect) ([]byte, bool) {
 			c.srv.log.Info("authentication failed", "client_id", c.clientID, "username", cp.Username,
 				"remote", c.nc.RemoteAddr().String(), "reason_code", byte(code))
 			c.refuse(code, nil)
-			return nil, false
+			return nil, time.Time{}, false
 		}
 	}
 }

@@ -74,6 +74,11 @@ func (c *conn) handlePublish(p *packet.Publish) error {
 			return &packet.Error{Code: packet.QuotaExceeded, Reason: "too many QoS 2 messages awaiting PUBREL"}
 		}
 	}
+	if cfg.MaxPublishRate > 0 {
+		if refused, err := c.limitPublish(p); refused || err != nil {
+			return err
+		}
+	}
 	allowed := !isSysTopic(p.Topic) && (c.srv.acl == nil || c.srv.acl.CanPublish(&c.info, p.Topic))
 	if !allowed {
 		// BAD-INPUT row 13: $SYS and denied topics are not accepted; 5.0
@@ -223,6 +228,9 @@ func (c *conn) handleReauth(a *packet.Auth) error {
 	res := c.srv.auth.Authenticate(req)
 	switch res.Code {
 	case packet.Success, packet.ContinueAuthentication:
+		if res.Code == packet.Success {
+			c.setAuthExpiry(res.Expiry) // the new credentials' deadline
+		}
 		out := &packet.Auth{ReasonCode: res.Code}
 		out.Properties.AuthMethod = a.Properties.AuthMethod
 		out.Properties.Set(packet.PropAuthMethod)

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"net"
+	"time"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
 )
@@ -36,6 +37,11 @@ type AuthResult struct {
 	Data []byte
 	// Username, if set, replaces the client's username (for ACLs).
 	Username string
+	// Expiry, if not zero, is when the credentials stop being valid (a
+	// token's exp): the server closes the connection then, with DISCONNECT
+	// 0xA0 (Maximum connect time) first for a 5.0 client. A successful
+	// re-authentication replaces it; zero there means no limit any more.
+	Expiry time.Time
 }
 
 // Authenticator admits or refuses connections. Authenticate is called once

@@ -28,8 +28,11 @@ func (s *Server) sessionLifetime(cp *packet.Connect) (persistent bool, expiry ui
 // 5.0), Clean Start discards the old session ([MQTT-3.1.2-4]), otherwise the
 // session resumes ([MQTT-3.1.2-5]) with its in-flight messages resent. The
 // CONNACK is queued before anything the session sends.
-func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack) (*session, bool) {
+func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack, tr *SessionTransfer) (*session, bool) {
 	persistent, expiry := s.sessionLifetime(cp)
+	if tr != nil && (tr.Record != nil || tr.Finish != nil) {
+		s.adopt(cp, tr, persistent, expiry)
+	}
 	var ended *session
 	s.mu.Lock()
 	ss := s.sessions[cp.ClientID]
@@ -67,8 +70,10 @@ func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack) (*sess
 	// [MQTT-3.1.3-9]: a new connection before the will delay passed cancels
 	// the will.
 	if ss.willTimer != nil {
-		ss.willTimer.Stop()
-		ss.willTimer, ss.pendingWill = nil, nil
+		s.cancelPendingWillLocked(ss)
+	}
+	if tr != nil {
+		ss.epoch = tr.Epoch
 	}
 	ss.sendQuota = int(s.cfg.MaxInflight)
 	if c.version == packet.V5 && cp.Properties.Has(packet.PropReceiveMaximum) {
@@ -114,6 +119,7 @@ func (c *conn) teardown() {
 		c.closeNow()
 	}
 	c.rd.Release()
+	c.stopAuthExpiry()
 	ss := c.sess
 	if ss == nil {
 		return
@@ -136,6 +142,7 @@ func (c *conn) teardown() {
 		if will != nil && !keep {
 			s.publish(will, nil, nil, ackTo{})
 		}
+		s.clearWill(c.willID)
 		return
 	}
 	ss.conn = nil
@@ -145,8 +152,10 @@ func (c *conn) teardown() {
 		if will != nil {
 			s.publish(will, nil, nil, ackTo{})
 		}
+		s.clearWill(c.willID)
 		return
 	}
+	willID := c.willID
 	if will != nil {
 		if ss.expiry != expiryNever {
 			willDelay = min(willDelay, time.Duration(ss.expiry)*time.Second)
@@ -156,9 +165,13 @@ func (c *conn) teardown() {
 			s.publish(will, nil, nil, ackTo{})
 			ss.mu.Lock()
 		} else {
-			ss.pendingWill = will
+			ss.pendingWill, ss.pendingWillID = will, willID
+			willID = "" // the cluster keeps it until it goes or is cancelled
 			ss.willTimer = time.AfterFunc(willDelay, func() { s.fireWill(ss) })
 		}
+	}
+	if sc := s.sessionCluster(); sc != nil && ss.epoch != 0 && !ss.ended {
+		sc.ReleaseSession(ss.id, ss.epoch, ss.expiry)
 	}
 	if ss.expiry != expiryNever && ss.conn == nil && !ss.ended {
 		d := time.Duration(ss.expiry) * time.Second
@@ -169,6 +182,7 @@ func (c *conn) teardown() {
 		ops = append(ops, ss.sessionOp(time.Now().UnixNano()))
 	}
 	ss.mu.Unlock()
+	s.clearWill(willID)
 	s.sweep(ss)
 	if len(ops) > 0 {
 		s.commit(ops, nil)
@@ -179,12 +193,13 @@ func (c *conn) teardown() {
 // first.
 func (s *Server) fireWill(ss *session) {
 	ss.mu.Lock()
-	will := ss.pendingWill
-	ss.pendingWill, ss.willTimer = nil, nil
+	will, willID := ss.pendingWill, ss.pendingWillID
+	ss.pendingWill, ss.willTimer, ss.pendingWillID = nil, nil, ""
 	ss.mu.Unlock()
 	if will != nil {
 		s.publish(will, nil, nil, ackTo{})
 	}
+	s.clearWill(willID)
 }
 
 // expireSession ends an offline session whose expiry interval passed.
@@ -212,10 +227,14 @@ func (s *Server) removeSession(ss *session) {
 	}
 	s.endSessionLocked(ss)
 	op, stored := ss.deleteOp()
+	epoch := ss.epoch
 	ss.mu.Unlock()
 	s.mu.Unlock()
 	if stored {
 		s.commit([]StoreOp{op}, nil)
+	}
+	if sc := s.sessionCluster(); sc != nil && epoch != 0 {
+		sc.EndSession(ss.id, epoch)
 	}
 	s.sessionEnded(ss)
 }
@@ -228,8 +247,8 @@ func (s *Server) endSessionLocked(ss *session) {
 		delete(s.sessions, ss.id)
 	}
 	for _, sub := range ss.subs {
-		if _, last := s.subs.Remove(sub.Real, sub.Group, ss.id); last && sub.Group == "" && s.cluster != nil {
-			ss.dropRoutes = append(ss.dropRoutes, sub.Real)
+		if removed, _ := s.subs.Remove(sub.Real, sub.Group, ss.id); removed && s.routeRemoved(sub.Real, sub.Group) {
+			ss.dropRoutes = append(ss.dropRoutes, shareRef{filter: sub.Real, group: sub.Group})
 		}
 	}
 	if ss.expiryTimer != nil {
@@ -244,20 +263,20 @@ func (s *Server) endSessionLocked(ss *session) {
 // go to other members of their groups.
 func (s *Server) sessionEnded(ss *session) {
 	ss.mu.Lock()
-	will := ss.pendingWill
+	will, willID := ss.pendingWill, ss.pendingWillID
 	if ss.willTimer != nil {
 		ss.willTimer.Stop()
 	}
-	ss.willTimer, ss.pendingWill = nil, nil
+	ss.willTimer, ss.pendingWill, ss.pendingWillID = nil, nil, ""
 	orphans := ss.sharedOrphans()
 	drop := ss.dropRoutes
 	ss.dropRoutes = nil
 	ss.mu.Unlock()
 	if len(drop) > 0 {
 		go func() {
-			for _, f := range drop {
-				if err := s.setRoute(f, 0); err != nil {
-					s.log.Warn("route not removed", "topic", f, "err", err)
+			for _, r := range drop {
+				if err := s.setRouteOf(r.filter, r.group, 0); err != nil {
+					s.log.Warn("route not removed", "topic", r.filter, "group", r.group, "err", err)
 				}
 			}
 		}()
@@ -265,6 +284,7 @@ func (s *Server) sessionEnded(ss *session) {
 	if will != nil {
 		s.publish(will, nil, nil, ackTo{})
 	}
+	s.clearWill(willID)
 	s.redistribute(orphans)
 }
 

@@ -22,6 +22,20 @@ type Message struct {
 	ExpiresAt int64
 	// Origin is the publishing client id ("" for wills and the server).
 	Origin string
+	// Node and ID name the message across the cluster: ID is drawn by the
+	// node that received it from its publisher, Node is that node ("" for
+	// this one). A session handed from one node to another meets the
+	// messages that reached both on the way only once by them.
+	Node string
+	ID   uint64
+	// SharesSet says that the cluster chose which nodes serve the share
+	// groups matching the message: this node delivers it to the groups in
+	// Shares only. The cluster sets both before the message is routed.
+	SharesSet bool
+	Shares    []ShareTarget
+	// SharedOnly: this node delivers the message to the groups in Shares
+	// and to no other subscriber.
+	SharedOnly bool
 }
 
 // newMessage builds a routed message from an inbound PUBLISH. The packet's

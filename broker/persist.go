@@ -95,6 +95,7 @@ func (s *Server) restore() error {
 		for _, sub := range rec.Subscriptions {
 			ss.subs[sub.Filter] = sub
 			s.subs.Add(sub.Real, sub.Group, ss.id, subValue{sess: ss, opts: sub.Opts, subID: sub.SubID})
+			s.routeAdded(sub.Real, sub.Group)
 		}
 		ss.nsubs.Store(int32(len(ss.subs)))
 		for _, sm := range rec.Messages {

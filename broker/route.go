@@ -41,6 +41,9 @@ var scratchPool = sync.Pool{New: func() any { return new(routeScratch) }}
 // PUBREC is sent from it.
 func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 	s.stats.MessagesIn.Add(1)
+	if m.ID == 0 {
+		m.ID = s.msgIDs.Add(1)
+	}
 	retainHere := m.Retain
 	if m.Retain && s.cluster != nil {
 		// The replicated set, not this node, keeps it.
@@ -65,7 +68,12 @@ func (s *Server) routeLocal(m *Message, from *conn, extra []StoreOp, ack ackTo, 
 	for i := range sc.entries {
 		e := &sc.entries[i]
 		if e.Group != "" {
-			groups = addShareEntry(groups, e)
+			if m.servesShare(e.Filter, e.Group) {
+				groups = addShareEntry(groups, e)
+			}
+			continue
+		}
+		if m.SharedOnly {
 			continue
 		}
 		v := &e.Value

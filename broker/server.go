@@ -29,6 +29,9 @@ type Options struct {
 	Store Store
 	// Cluster, when set, makes this broker one node of a cluster.
 	Cluster Cluster
+	// Version is the build version published in $SYS/broker/version
+	// ("dev" when empty).
+	Version string
 }
 
 // Server is one MQTT broker: it accepts connections on any number of
@@ -45,6 +48,7 @@ type Server struct {
 	subs     *topic.Trie[subValue]
 	retained *retainedSet
 	shares   shareState
+	sys      *sysTree
 
 	mu        sync.Mutex
 	sessions  map[string]*session
@@ -55,9 +59,13 @@ type Server struct {
 	closed    bool
 	wg        sync.WaitGroup
 
+	routes        routeCounts
 	stats         Stats
 	start         time.Time
 	forwardLogged atomic.Int64 // unix ns of the last forward-failure log line
+	// msgIDs draws Message.ID; it starts at the start time in nanoseconds
+	// so that ids keep growing across restarts.
+	msgIDs atomic.Uint64
 }
 
 // Stats are the broker's counters, read with atomic loads.
@@ -83,6 +91,16 @@ type Stats struct {
 	RateLimitedConnects atomic.Int64
 	Panics              atomic.Int64
 	SlowConsumers       atomic.Int64 // disconnected: their queue of control packets was full
+	// MaxConnected is the most clients connected at once; PacketsIn and
+	// PacketsOut count control packets of every type, PublishesIn the
+	// PUBLISH packets received from clients ($SYS figures, see sys.go).
+	MaxConnected atomic.Int64
+	PacketsIn    atomic.Int64
+	PacketsOut   atomic.Int64
+	PublishesIn  atomic.Int64
+	// RateLimitedPublishes counts PUBLISHes over MaxPublishRate: refused,
+	// dropped or held back (see ratelimit.go).
+	RateLimitedPublishes atomic.Int64
 }
 
 // New builds a server. It does not listen yet: call Serve.
@@ -118,11 +136,14 @@ func New(cfg Config, opts Options) (*Server, error) {
 	s.lim.MaxClientIDLenV5 = cfg.MaxClientIDLen
 	s.lim.ReceiveMaximum = cfg.ReceiveMaximum
 	s.shares.init()
+	s.sys = newSysTree(s, opts.Version)
+	s.msgIDs.Store(uint64(s.start.UnixNano()))
 	if s.store != nil {
 		if err := s.restore(); err != nil {
 			return nil, err
 		}
 	}
+	s.sys.start(time.Now())
 	return s, nil
 }
 
@@ -222,6 +243,7 @@ func (s *Server) Close(ctx context.Context) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	s.sys.stop()
 	s.stopTimers()
 	if s.store != nil {
 		if cerr := s.store.Close(); cerr != nil && err == nil {

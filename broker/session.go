@@ -51,9 +51,21 @@ type session struct {
 	awaitingRel map[uint16]struct{}
 	expiryTimer *time.Timer
 	willTimer   *time.Timer
-	pendingWill *Message // the will waiting for willTimer
-	dropRoutes  []string // filters whose cluster routes go when the session has ended
+	pendingWill *Message   // the will waiting for willTimer
+	dropRoutes  []shareRef // routes (filter, group) that go when the session has ended
 	ended       bool
+
+	// Cluster state. epoch is the session's claim (0: not registered).
+	// importing holds deliveries in pending while a session handed over by
+	// another node is being installed; moving marks a session handed over
+	// to another node and not yet finished there.
+	epoch         uint64
+	pendingWillID string // cluster record of pendingWill
+	importing     bool
+	pending       []outMsg
+	moving        bool
+	moveTimer     *time.Timer
+	dropOps       []StoreOp
 }
 
 func newSession(s *Server, id string) *session {
@@ -103,6 +115,10 @@ func (ss *session) prepare(o *outMsg) (op StoreOp, write, ok bool) {
 
 func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 	if ss.ended {
+		return StoreOp{}, false
+	}
+	if ss.importing {
+		ss.pending = append(ss.pending, *o)
 		return StoreOp{}, false
 	}
 	if c := ss.conn; c != nil && c.clientMaxPacket > 0 && estimateSize(o.msg) > c.clientMaxPacket {

@@ -43,13 +43,18 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 		ss.nsubs.Store(int32(len(ss.subs)))
 		// The trie changes under ss.mu so that a concurrent end of the
 		// session cannot leave the entry behind.
-		_, first := c.srv.subs.Add(real, group, ss.id, subValue{sess: ss, opts: sub.Options, subID: subID})
+		replaced, _ := c.srv.subs.Add(real, group, ss.id, subValue{sess: ss, opts: sub.Options, subID: subID})
+		first := !replaced && c.srv.routeAdded(real, group)
 		ss.mu.Unlock()
-		if first && group == "" && c.srv.cluster != nil {
-			// The first local subscriber of the filter: the SUBACK waits
-			// until every reachable node forwards its messages here.
-			if err := c.srv.setRoute(real, 1); err != nil {
-				c.dropSubscription(sub.Filter)
+		if first {
+			// The first local subscriber of the filter (or member of the
+			// group): the SUBACK waits until every reachable node forwards
+			// its messages here.
+			if err := c.srv.setRouteOf(real, group, 1); err != nil {
+				// Undone here only: the cluster that could not record the
+				// route would not record its removal either (a route that
+				// was recorded after all only costs forwarding).
+				c.dropSubscription(sub.Filter, false)
 				codes[i] = packet.ImplementationSpecificError
 				continue
 			}
@@ -72,6 +77,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	// The SUBACK leaves once the subscription is durable.
 	suback := &packet.Suback{PacketID: p.PacketID, ReasonCodes: codes}
 	c.afterDurable(c.sessionOps(), func() { c.enqueue(outItem{pkt: suback}) })
+	c.recordSubscriptions()
 	var ids []uint32
 	if subID != 0 {
 		ids = []uint32{subID}
@@ -79,7 +85,7 @@ func (c *conn) handleSubscribe(p *packet.Subscribe) error {
 	sc := scratchPool.Get().(*routeScratch)
 	defer scratchPool.Put(sc)
 	for _, r := range wantRetained {
-		for _, m := range c.srv.retainedMatching(r.filter) {
+		for _, m := range c.srv.retainedFor(r.filter) {
 			if c.srv.acl != nil && !c.srv.acl.CanRead(&c.info, m.Topic) {
 				continue
 			}
@@ -123,7 +129,10 @@ func (c *conn) grant(sub packet.Subscription) packet.ReasonCode {
 		return packet.WildcardSubscriptionsNotSupported
 	}
 	if c.srv.acl != nil && !c.srv.acl.CanSubscribe(&c.info, sub.Filter) {
-		return packet.NotAuthorized
+		// 0x80, not 0x87: both are allowed in a 5.0 SUBACK, and 0x80 is
+		// what 5.0 client test suites (paho's interoperability tests)
+		// expect for a refused filter; 3.1.1 has only 0x80.
+		return packet.UnspecifiedError
 	}
 	return packet.ReasonCode(min(sub.Options.QoS, cfg.MaximumQoS))
 }
@@ -141,7 +150,7 @@ func hasWildcard(f string) bool {
 func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 	codes := make([]packet.ReasonCode, len(p.Filters))
 	for i, f := range p.Filters {
-		if !c.dropSubscription(f) {
+		if !c.dropSubscription(f, true) {
 			codes[i] = packet.NoSubscriptionExisted
 		}
 	}
@@ -150,12 +159,14 @@ func (c *conn) handleUnsubscribe(p *packet.Unsubscribe) error {
 		ack.ReasonCodes = codes
 	}
 	c.afterDurable(c.sessionOps(), func() { c.enqueue(outItem{pkt: ack}) })
+	c.recordSubscriptions()
 	return nil
 }
 
 // dropSubscription removes one of the session's subscriptions; when it was
-// the node's last subscriber of the filter the cluster route goes too.
-func (c *conn) dropSubscription(filter string) bool {
+// the node's last subscriber of the filter (or group) and cluster is set,
+// the cluster route goes too.
+func (c *conn) dropSubscription(filter string, cluster bool) bool {
 	ss := c.sess
 	ss.mu.Lock()
 	sub, ok := ss.subs[filter]
@@ -163,11 +174,12 @@ func (c *conn) dropSubscription(filter string) bool {
 	if ok {
 		delete(ss.subs, filter)
 		ss.nsubs.Store(int32(len(ss.subs)))
-		_, last = c.srv.subs.Remove(sub.Real, sub.Group, ss.id)
+		removed, _ := c.srv.subs.Remove(sub.Real, sub.Group, ss.id)
+		last = removed && c.srv.routeRemoved(sub.Real, sub.Group)
 	}
 	ss.mu.Unlock()
-	if last && sub.Group == "" && c.srv.cluster != nil {
-		if err := c.srv.setRoute(sub.Real, 0); err != nil {
+	if last && cluster {
+		if err := c.srv.setRouteOf(sub.Real, sub.Group, 0); err != nil {
 			c.srv.log.Warn("route not removed", "topic", sub.Real, "err", err)
 		}
 	}

@@ -271,3 +271,17 @@ func (f *FSM) Stats() Stats {
 	s.Halted = f.fatal.Load() != nil
 	return s
 }
+
+// RetainedExpiredBy reports whether some retained message's expiry is at
+// or before nowMs: the leader then proposes RetainedExpire. It walks the
+// retained messages that have an expiry.
+func (f *FSM) RetainedExpiredBy(nowMs int64) bool {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	for _, at := range f.st.Load().expiring {
+		if at <= nowMs {
+			return true
+		}
+	}
+	return false
+}

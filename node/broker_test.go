@@ -10,6 +10,7 @@ import (
 	paho "github.com/eclipse/paho.golang/paho"
 
 	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/packet"
 )
 
 // startBrokers runs a broker on every node of c, each on its own loopback
@@ -274,6 +275,15 @@ func TestMinorityRefusesRaftOperationsKeepsLocalTraffic(t *testing.T) {
 	}
 	if m := local.expect(t); m.Topic != "local/retained" {
 		t.Fatalf("got %q", m.Topic)
+	}
+	// A persistent session cannot be claimed without a quorum: CONNACK
+	// 0x88 server unavailable, within the cluster timeout.
+	start = time.Now()
+	if _, ack := rawConnect(t, addrs[0], "persistent-in-minority", newDeviceState(), false, 600); ack.ReasonCode != packet.ServerUnavailable {
+		t.Fatalf("persistent CONNECT in a minority: CONNACK %#x, want 0x88", byte(ack.ReasonCode))
+	}
+	if d := time.Since(start); d > 7*time.Second {
+		t.Fatalf("CONNACK took %v", d)
 	}
 	// Plain local traffic flows as before.
 	if pa, err := pub.Publish(ctx, &paho.Publish{Topic: "local/plain", QoS: 1, Payload: []byte("p")}); err != nil || pa.ReasonCode != 0 {

@@ -34,8 +34,18 @@ func (n *Node) AttachBroker(srv *broker.Server) { n.brk.Store(srv) }
 // until every connected peer has applied it, so that a publish anywhere
 // after the SUBACK reaches the new subscriber.
 func (n *Node) SetRoute(ctx context.Context, filter string, members int) error {
+	return n.setRoute(ctx, filter, "", members)
+}
+
+// SetShareRoute records this node's members of a share group, like
+// SetRoute (broker.ShareCluster).
+func (n *Node) SetShareRoute(ctx context.Context, filter, group string, members int) error {
+	return n.setRoute(ctx, filter, group, members)
+}
+
+func (n *Node) setRoute(ctx context.Context, filter, group string, members int) error {
 	cmd, err := fsm.Encode(&pb.Command{Op: &pb.Command_RouteSet{RouteSet: &pb.RouteSet{
-		NodeId: n.cfg.NodeID, Filter: filter, Members: uint32(members)}}})
+		NodeId: n.cfg.NodeID, Filter: filter, Group: group, Members: uint32(members)}}})
 	if err != nil {
 		return err
 	}
@@ -65,20 +75,31 @@ func (n *Node) SetRoute(ctx context.Context, filter string, members int) error {
 func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 	matches := n.fsm.MatchRoutes(m.Topic, nil)
 	var targets []string
-	for _, r := range matches {
-		if r.NodeID == n.cfg.NodeID || r.Group != "" || r.Members == 0 {
+	plain := map[string]bool{}
+	shared := map[string][]*pb.SharedTarget{}
+	var cands map[shareKey][]string
+	addTarget := func(id string) {
+		if !slices.Contains(targets, id) {
+			targets = append(targets, id)
+		}
+	}
+	for i, r := range matches {
+		if r.Members == 0 {
 			continue
 		}
-		dup := false
-		for _, t := range targets {
-			if t == r.NodeID {
-				dup = true
-				break
+		if r.Group != "" {
+			if !m.SharesSet {
+				cands = n.pickShares(m, matches[i:], shared)
 			}
+			continue
 		}
-		if !dup {
-			targets = append(targets, r.NodeID)
+		if r.NodeID != n.cfg.NodeID {
+			addTarget(r.NodeID)
+			plain[r.NodeID] = true
 		}
+	}
+	for id := range shared {
+		addTarget(id)
 	}
 	if len(targets) == 0 {
 		return false
@@ -88,35 +109,104 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 		done(err)
 		return true
 	}
-	var (
-		left  atomic.Int32
-		mu    sync.Mutex
-		first error
-	)
-	left.Store(int32(len(targets)))
+	j := &forwardJob{n: n, m: m, props: props, done: done, cands: cands}
+	j.left.Store(int32(len(targets)))
 	for _, peer := range targets {
-		fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
-			Properties: props, OriginClientId: m.Origin, OriginNode: n.cfg.NodeID}
-		if m.ExpiresAt != 0 {
-			fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
-		}
-		n.tr.SendWait(peer, fm, func(err error) {
-			if err != nil {
-				mu.Lock()
-				if first == nil {
-					first = err
-				}
-				mu.Unlock()
-			}
-			if left.Add(-1) == 0 {
-				mu.Lock()
-				e := first
-				mu.Unlock()
-				done(e)
-			}
-		}, forwardWait)
+		j.send(peer, shared[peer], !plain[peer], nil)
 	}
 	return true
+}
+
+// forwardJob is one message on its way to the other nodes. A node picked
+// for a share group that cannot take the message is replaced by another
+// node of the group, so that the group survives a member's node dying.
+type forwardJob struct {
+	n     *Node
+	m     *broker.Message
+	props []byte
+	done  func(error)
+	cands map[shareKey][]string
+	left  atomic.Int32
+	mu    sync.Mutex
+	first error
+}
+
+// send forwards the message to peer, for the groups in shared and, unless
+// sharedOnly, for peer's own non-shared subscribers. The caller has
+// counted it in left.
+func (j *forwardJob) send(peer string, shared []*pb.SharedTarget, sharedOnly bool, tried []string) {
+	m := j.m
+	fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
+		Properties: j.props, OriginClientId: m.Origin, OriginNode: j.n.cfg.NodeID, MsgId: m.ID,
+		Shared: shared, SharedOnly: sharedOnly}
+	if m.ExpiresAt != 0 {
+		fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
+	}
+	j.n.tr.SendWait(peer, fm, func(err error) {
+		if err != nil && len(shared) > 0 {
+			lost := j.reroute(shared, append(tried, peer))
+			if sharedOnly && !lost {
+				err = nil // every group found another node
+			}
+		}
+		j.finish(err)
+	}, forwardWait)
+}
+
+// reroute sends each group to another of its nodes; it reports whether a
+// group had none left.
+func (j *forwardJob) reroute(shared []*pb.SharedTarget, tried []string) (lost bool) {
+	for _, g := range shared {
+		alt := ""
+		for _, id := range j.cands[shareKey{g.Filter, g.Group}] {
+			if !slices.Contains(tried, id) {
+				alt = id
+				break
+			}
+		}
+		switch alt {
+		case "":
+			lost = true
+		case j.n.cfg.NodeID:
+			j.left.Add(1)
+			go j.local(g)
+		default:
+			j.left.Add(1)
+			j.send(alt, []*pb.SharedTarget{g}, true, tried)
+		}
+	}
+	return lost
+}
+
+// local delivers the message to this node's members of one group.
+func (j *forwardJob) local(g *pb.SharedTarget) {
+	b := j.n.brk.Load()
+	if b == nil {
+		j.finish(errNoBroker)
+		return
+	}
+	c := *j.m
+	c.SharesSet, c.SharedOnly = true, true
+	c.Shares = []broker.ShareTarget{{Filter: g.Filter, Group: g.Group}}
+	ctx, cancel := context.WithTimeout(context.Background(), forwardWait)
+	defer cancel()
+	j.finish(b.DeliverForwarded(ctx, &c))
+}
+
+func (j *forwardJob) finish(err error) {
+	if err != nil {
+		j.mu.Lock()
+		if j.first == nil {
+			j.first = err
+		}
+		j.mu.Unlock()
+	}
+	if j.left.Add(-1) == 0 {
+		j.mu.Lock()
+		e := j.first
+		j.mu.Unlock()
+		j.done(e)
+	}
 }
 
 // deliverer hands forwarded messages to the attached broker.
@@ -128,7 +218,17 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 		return errNoBroker
 	}
 	for _, fm := range msgs {
-		m := &broker.Message{Topic: fm.Topic, Payload: fm.Payload, QoS: byte(min(fm.Qos, 2)), Retain: fm.Retain, Origin: fm.OriginClientId}
+		m := &broker.Message{Topic: fm.Topic, Payload: fm.Payload, QoS: byte(min(fm.Qos, 2)), Retain: fm.Retain,
+			Origin: fm.OriginClientId, Node: fm.OriginNode, ID: fm.MsgId}
+		if m.Node == d.n.cfg.NodeID {
+			m.Node = ""
+		}
+		// Share groups: this node serves those the ingress node picked it
+		// for, and no other.
+		m.SharesSet, m.SharedOnly = true, fm.SharedOnly
+		for _, s := range fm.Shared {
+			m.Shares = append(m.Shares, broker.ShareTarget{Filter: s.Filter, Group: s.Group})
+		}
 		if err := packet.DecodeMessageProperties(fm.Properties, &m.Props); err != nil {
 			d.n.log.Warn("forwarded message with bad properties skipped", "peer", from, "topic", fm.Topic, "err", err)
 			continue
@@ -228,6 +328,18 @@ func (n *Node) ReconcileRoutes(ctx context.Context) error {
 	if err := n.fsm.WaitApplied(ctx, n.raft.CommitIndex()); err != nil {
 		return err
 	}
+	// Sessions restored from the store that moved to another node while
+	// this one was down are no longer this node's.
+	for _, id := range b.PersistentSessions() {
+		cur, ok := n.fsm.Session(id)
+		switch {
+		case ok && cur.Owner != "" && cur.Owner != n.cfg.NodeID:
+			n.log.Info("restored session now owned by another node; dropped here", "client_id", id, "owner", cur.Owner)
+			b.DropSession(id)
+		case ok:
+			b.SetSessionEpoch(id, cur.Epoch)
+		}
+	}
 	local := map[string]bool{}
 	for _, f := range b.RoutedFilters() {
 		local[f] = true
@@ -253,3 +365,51 @@ func (n *Node) ReconcileRoutes(ctx context.Context) error {
 	}
 	return nil
 }
+
+// pickShares chooses, for every share group among matches, the node whose
+// members get m: the groups' nodes take turns (a member's node that cannot
+// be reached is passed over while another can). The groups this node
+// serves go into m.Shares, the others into shared by node. It runs once
+// per message, before m is routed.
+func (n *Node) pickShares(m *broker.Message, matches []fsm.RouteMatch, shared map[string][]*pb.SharedTarget) map[shareKey][]string {
+	m.SharesSet = true
+	type key = shareKey
+	cands := map[key][]string{}
+	var order []key
+	for _, r := range matches {
+		if r.Group == "" || r.Members == 0 {
+			continue
+		}
+		k := key{r.Filter, r.Group}
+		if _, ok := cands[k]; !ok {
+			order = append(order, k)
+		}
+		if r.NodeID == n.cfg.NodeID || n.tr.PeerConnected(r.NodeID) {
+			cands[k] = append(cands[k], r.NodeID)
+		} else {
+			cands[k] = append(cands[k], "")
+		}
+	}
+	for _, k := range order {
+		nodes := slices.DeleteFunc(cands[k], func(s string) bool { return s == "" })
+		if len(nodes) == 0 {
+			continue // every member's node is out of reach: nobody to send to
+		}
+		slices.Sort(nodes)
+		cands[k] = nodes
+		n.shareMu.Lock()
+		turn := n.shareTurn[k.group+"\x00"+k.filter]
+		n.shareTurn[k.group+"\x00"+k.filter] = turn + 1
+		n.shareMu.Unlock()
+		pick := nodes[turn%uint64(len(nodes))]
+		if pick == n.cfg.NodeID {
+			m.Shares = append(m.Shares, broker.ShareTarget{Filter: k.filter, Group: k.group})
+			continue
+		}
+		shared[pick] = append(shared[pick], &pb.SharedTarget{Filter: k.filter, Group: k.group})
+	}
+	return cands
+}
+
+// shareKey names a share group of a filter.
+type shareKey struct{ filter, group string }

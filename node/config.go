@@ -41,7 +41,11 @@ type Config struct {
 	// ReconcileInterval is how often the leader aligns Raft's configuration
 	// with the members that announced themselves.
 	ReconcileInterval time.Duration
-	Logger            *slog.Logger
+	// NodeDownAfter is how long the leader waits, once gossip has declared
+	// a node dead, before it records the node as down: its routes go and
+	// the wills of its connections start their delay.
+	NodeDownAfter time.Duration
+	Logger        *slog.Logger
 }
 
 // DefaultConfig is a cluster of one on loopback ports chosen by the system.
@@ -54,6 +58,7 @@ func DefaultConfig() Config {
 		MaxVoters:         5,
 		ApplyTimeout:      5 * time.Second,
 		ReconcileInterval: 500 * time.Millisecond,
+		NodeDownAfter:     time.Second,
 	}
 }
 
@@ -80,8 +85,8 @@ func (c *Config) Validate() error {
 	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("gossip_key: %d bytes, want 16, 24 or 32", n))
 	}
-	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 {
-		errs = append(errs, errors.New("apply_timeout and reconcile_interval: want > 0"))
+	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 {
+		errs = append(errs, errors.New("apply_timeout, reconcile_interval and node_down_after: want > 0"))
 	}
 	return errors.Join(errs...)
 }

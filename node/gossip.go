@@ -16,6 +16,7 @@ import (
 type meta struct {
 	Raft string `json:"raft"`
 	GRPC string `json:"grpc"`
+	Run  string `json:"run,omitempty"` // this run of the node (its incarnation)
 }
 
 // delegate serves this node's metadata to memberlist.
@@ -52,7 +53,7 @@ func (n *Node) startGossip() error {
 	}
 	mc.BindAddr, mc.BindPort = host, port
 	mc.AdvertisePort = 0
-	m, _ := json.Marshal(meta{Raft: n.RaftAddr(), GRPC: n.grpcAddr})
+	m, _ := json.Marshal(meta{Raft: n.RaftAddr(), GRPC: n.grpcAddr, Run: n.incarnation})
 	mc.Delegate = &delegate{meta: m}
 	mc.Logger = nil
 	mc.LogOutput = logWriter{n.log.With("component", "memberlist")}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -47,6 +48,13 @@ type Node struct {
 	brk      atomic.Pointer[broker.Server]
 	lagging  atomic.Int64 // routes answered before a peer applied them
 
+	// incarnation names this run of the node (in gossip and will ids).
+	incarnation string
+	willSeq     atomic.Uint64
+	ops         *opQueue
+	shareMu     sync.Mutex
+	shareTurn   map[string]uint64 // share group -> next turn
+
 	stop      chan struct{}
 	wg        sync.WaitGroup
 	closeOnce sync.Once
@@ -68,7 +76,9 @@ func Start(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, log: log, fsm: f, stop: make(chan struct{}), peers: map[string]string{}}
+	n := &Node{cfg: cfg, log: log, fsm: f, stop: make(chan struct{}), peers: map[string]string{},
+		incarnation: strconv.FormatInt(time.Now().UnixNano(), 36), shareTurn: map[string]uint64{}}
+	n.ops = newOpQueue(n)
 	if err := n.startRaft(); err != nil {
 		n.shutdown()
 		return nil, err
@@ -81,9 +91,12 @@ func Start(cfg Config) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
-	n.wg.Add(2)
+	n.wg.Add(5)
+	go n.adoptLoop()
 	go n.bootstrapLoop()
 	go n.reconcileLoop()
+	go n.watchLoop()
+	go func() { defer n.wg.Done(); n.ops.run(n.stop) }()
 	return n, nil
 }
 
@@ -173,11 +186,30 @@ func (n *Node) WaitLeader(ctx context.Context) (string, error) {
 // Propose applies cmd (an fsm.Encode'd command) through Raft and returns
 // its log index, or the state machine's rejection; a follower forwards it to
 // the leader through the transport.
+//
+// While there is no leader, or leadership moves during the proposal, it
+// tries again until ctx ends: every command sets state, so applying one
+// twice is harmless.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (uint64, error) {
-	if n.raft.State() != raft.Leader {
-		return n.forwardPropose(ctx, cmd)
+	for {
+		var idx uint64
+		var err error
+		if n.raft.State() != raft.Leader {
+			idx, err = n.forwardPropose(ctx, cmd)
+		} else {
+			idx, err = n.proposeLocal(ctx, cmd)
+		}
+		if err == nil || !errors.Is(err, ErrNotLeader) && !errors.Is(err, ErrNoLeader) {
+			return idx, err
+		}
+		select {
+		case <-ctx.Done():
+			return idx, err
+		case <-n.stop:
+			return idx, err
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
-	return n.proposeLocal(ctx, cmd)
 }
 
 // proposeLocal applies cmd on this node, which must lead.

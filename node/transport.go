@@ -25,6 +25,7 @@ func (n *Node) startTransport() error {
 	h := transport.Handlers{
 		Proposer:  proposer{n},
 		Deliverer: deliverer{n},
+		Sessions:  sessions{n},
 		AllowPeer: n.isMember,
 	}
 	tr, err := transport.New(cfg, h)

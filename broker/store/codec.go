@@ -27,7 +27,8 @@ const (
 	mContentType     = 1 << 2
 	mResponseTopic   = 1 << 3
 	mCorrelationData = 1 << 4
-	mKnown           = mRetain | mPayloadFormat | mContentType | mResponseTopic | mCorrelationData
+	mID              = 1 << 5 // Node and ID follow the origin
+	mKnown           = mRetain | mPayloadFormat | mContentType | mResponseTopic | mCorrelationData | mID
 )
 
 // Keys longer than maxRawKey (or empty, or starting with hashedKeyPrefix)
@@ -113,7 +114,8 @@ func appendMessage(b []byte, m *broker.Message) []byte {
 		boolBit(p.Has(packet.PropPayloadFormat), mPayloadFormat)|
 		boolBit(p.Has(packet.PropContentType), mContentType)|
 		boolBit(p.Has(packet.PropResponseTopic), mResponseTopic)|
-		boolBit(p.Has(packet.PropCorrelationData), mCorrelationData))
+		boolBit(p.Has(packet.PropCorrelationData), mCorrelationData)|
+		boolBit(m.ID != 0, mID))
 	if p.Has(packet.PropPayloadFormat) {
 		b = append(b, p.PayloadFormat)
 	}
@@ -132,7 +134,12 @@ func appendMessage(b []byte, m *broker.Message) []byte {
 		b = appendString(b, u.Value)
 	}
 	b = binary.AppendVarint(b, m.ExpiresAt)
-	return appendString(b, m.Origin)
+	b = appendString(b, m.Origin)
+	if m.ID != 0 {
+		b = appendString(b, m.Node)
+		b = binary.AppendUvarint(b, m.ID)
+	}
+	return b
 }
 
 // decoder reads a record. The first error sticks; every read after it
@@ -351,5 +358,9 @@ func (d *decoder) message() *broker.Message {
 	}
 	m.ExpiresAt = d.varint("expires at")
 	m.Origin = d.string("origin")
+	if f&mID != 0 {
+		m.Node = d.string("message node")
+		m.ID = d.uvarint("message id", math.MaxUint64)
+	}
 	return m
 }

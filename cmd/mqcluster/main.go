@@ -8,17 +8,18 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/auth"
+	"github.com/mqcluster/mqcluster/broker/listener"
 	"github.com/mqcluster/mqcluster/broker/store"
 	"github.com/mqcluster/mqcluster/cmd/mqcluster/bench"
+	"github.com/mqcluster/mqcluster/cmd/mqcluster/config"
 	"github.com/mqcluster/mqcluster/node"
 )
 
@@ -40,109 +41,171 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "bench" {
 		return bench.Main(args[1:])
 	}
+	if len(args) > 0 && args[0] == "passwd" {
+		return passwdMain(args[1:])
+	}
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
-	fs := flag.NewFlagSet("mqcluster serve", flag.ContinueOnError)
-	listen := fs.String("listen", ":1883", "MQTT listener address")
-	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
-	logFormat := fs.String("log-format", "text", "log format: text or json")
-	dataDir := fs.String("data-dir", "data", "directory for persistent sessions and retained messages; empty keeps everything in memory")
-	def := broker.DefaultConfig()
-	queuedMsgs := fs.Int("max-queued-messages", def.QueueMessages, "messages one session may queue (offline, or beyond its in-flight window)")
-	queuedBytes := fs.Int("max-queued-bytes", def.QueueBytes, "bytes one session may queue")
-	writeQueue := fs.Int("write-queue-bytes", def.WriteQueueBytes, "bytes waiting for one connection's socket before QoS 0 messages are dropped")
-	ndef := node.DefaultConfig()
-	expect := fs.Int("bootstrap-expect", 0, "run as a cluster node: bootstrap once this many members see each other (0: a broker alone)")
-	nodeID := fs.String("node-id", "", "stable node id (default: the host name)")
-	join := fs.String("join", "", "comma-separated memberlist seeds host:port to join")
-	raftAddr := fs.String("raft-addr", ndef.RaftAddr, "Raft listen address")
-	gossipAddr := fs.String("gossip-addr", ndef.GossipAddr, "memberlist listen address")
-	grpcAddr := fs.String("grpc-addr", ndef.GRPCAddr, "node-to-node gRPC listen address")
-	if err := fs.Parse(args); err != nil {
+	ld, err := config.Load(args, os.Environ(), os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
 		return err
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("log-level: %w", err)
+	if ld.PrintConfig {
+		return ld.Config.Write(os.Stdout)
 	}
-	hopts := &slog.HandlerOptions{Level: level}
-	var h slog.Handler = slog.NewTextHandler(os.Stderr, hopts)
-	if *logFormat == "json" {
-		h = slog.NewJSONHandler(os.Stderr, hopts)
+	log := newLogger(ld.Config.Log)
+	for _, w := range ld.Warnings {
+		log.Warn(w)
 	}
-	log := slog.New(h)
+	if ld.File != "" {
+		log.Info("configuration read", "file", ld.File)
+	}
+	return serve(ld.Config, log)
+}
 
-	opts := broker.Options{Logger: log}
-	if *dataDir != "" {
-		if err := os.MkdirAll(*dataDir, 0o750); err != nil {
-			return fmt.Errorf("data-dir: %w", err)
+// newLogger builds the process's one slog handler (the configuration is
+// valid: the level parses).
+func newLogger(c config.Log) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, opts))
+}
+
+// serve runs the broker of cfg until SIGINT or SIGTERM; SIGHUP reloads the
+// TLS certificates and the authentication files.
+func serve(cfg *config.Config, log *slog.Logger) error {
+	// The listeners first: a port in use fails before anything starts.
+	lns, err := listen(cfg, log)
+	if err != nil {
+		return err
+	}
+	closeAll := func() {
+		for _, ln := range lns {
+			ln.Close()
 		}
-		st, err := store.Open(filepath.Join(*dataDir, "sessions.db"), store.Options{Logger: log})
+	}
+	opts := broker.Options{Logger: log, Version: version}
+	if cfg.DataDir != "" {
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			closeAll()
+			return fmt.Errorf("data_dir: %w", err)
+		}
+		st, err := store.Open(filepath.Join(cfg.DataDir, "sessions.db"), store.Options{Logger: log})
 		if err != nil {
-			return fmt.Errorf("data-dir: %w", err)
+			closeAll()
+			return fmt.Errorf("data_dir: %w", err)
 		}
 		opts.Store = st
 	}
-	var nd *node.Node
-	if *expect > 0 || *join != "" {
-		ncfg := ndef
-		ncfg.NodeID = *nodeID
-		if ncfg.NodeID == "" {
-			ncfg.NodeID, _ = os.Hostname()
-		}
-		ncfg.DataDir = *dataDir
-		if ncfg.DataDir == "" {
-			return errors.New("a cluster node needs --data-dir")
-		}
-		ncfg.RaftAddr, ncfg.GossipAddr, ncfg.GRPCAddr = *raftAddr, *gossipAddr, *grpcAddr
-		ncfg.BootstrapExpect = *expect
-		if *join != "" {
-			ncfg.Join = strings.Split(*join, ",")
-		}
-		ncfg.Logger = log
-		var err error
-		if nd, err = node.Start(ncfg); err != nil {
-			return err
-		}
-		defer nd.Close()
-		opts.Cluster = nd
-		log.Info("cluster node started", "node_id", ncfg.NodeID, "gossip", nd.GossipAddr(), "raft", nd.RaftAddr(), "grpc", nd.GRPCAddr())
-	}
-	cfg := def
-	cfg.QueueMessages, cfg.QueueBytes, cfg.WriteQueueBytes = *queuedMsgs, *queuedBytes, *writeQueue
-	srv, err := broker.New(cfg, opts)
-	if err != nil {
+	fail := func(err error) error {
+		closeAll()
 		if opts.Store != nil {
 			opts.Store.Close()
 		}
 		return err
 	}
+	var au *auth.Auth
+	if acfg, ok := cfg.AuthConfig(log); ok {
+		if au, err = auth.New(acfg); err != nil {
+			return fail(fmt.Errorf("auth: %w", err))
+		}
+		defer au.Close()
+		opts.Auth, opts.ACL = au, au
+	}
+	var nd *node.Node
+	if cfg.IsCluster() {
+		ncfg, err := cfg.NodeConfig(log)
+		if err != nil {
+			return fail(err)
+		}
+		if nd, err = node.Start(ncfg); err != nil {
+			return fail(err)
+		}
+		defer nd.Close()
+		opts.Cluster = nd
+		log.Info("cluster node started", "node_id", ncfg.NodeID, "gossip", nd.GossipAddr(), "raft", nd.RaftAddr(), "grpc", nd.GRPCAddr())
+	}
+	srv, err := broker.New(cfg.BrokerConfig(), opts)
+	if err != nil {
+		return fail(err)
+	}
 	if nd != nil {
 		nd.AttachBroker(srv)
 		go reconcile(nd, log)
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
+	errc := make(chan error, len(lns))
+	for i, ln := range lns {
+		log.Info("mqcluster listening", "version", version, "transport", string(ln.Type()),
+			"listener", ln.Addr().String(), "anonymous", cfg.Anonymous(i).String())
+		go func() { errc <- srv.Serve(ln) }()
 	}
-	log.Info("mqcluster listening", "version", version, "listener", ln.Addr().String())
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	for _, i := range cfg.LoopbackOnlyAnonymous() {
+		log.Warn("clients without credentials are admitted from loopback addresses only: no authentication is configured; "+
+			"set allow_anonymous: true on the listener to admit them from anywhere, or configure auth.password_file or auth.jwt",
+			"listener", cfg.Listeners[i].Address)
+	}
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case err := <-errc:
-		if !errors.Is(err, broker.ErrClosed) {
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				log.Info("reloading TLS certificates and authentication files", "signal", s.String())
+				for _, ln := range lns {
+					ln.Reload()
+				}
+				if au != nil {
+					if err := au.Reload(); err != nil {
+						log.Error("authentication files not reloaded", "err", err)
+					}
+				}
+				continue
+			}
+			log.Info("shutting down", "signal", s.String())
+		case err := <-errc:
+			if errors.Is(err, broker.ErrClosed) {
+				continue
+			}
+			log.Error("listener failed; shutting down", "err", err)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			srv.Close(ctx)
 			return err
 		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return srv.Close(ctx)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	return srv.Close(ctx)
+}
+
+// listen opens every configured listener, or none.
+func listen(cfg *config.Config, log *slog.Logger) ([]*listener.Listener, error) {
+	var lns []*listener.Listener
+	for i := range cfg.Listeners {
+		lc, err := cfg.ListenerConfig(i, log)
+		if err == nil {
+			var ln *listener.Listener
+			if ln, err = listener.Listen(lc); err == nil {
+				lns = append(lns, ln)
+				continue
+			}
+		}
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return nil, fmt.Errorf("listeners[%d] (%s %s): %w", i, cfg.Listeners[i].Type, cfg.Listeners[i].Address, err)
+	}
+	return lns, nil
 }
 
 // reconcile aligns the cluster's routes for this node with the broker's

@@ -29,6 +29,7 @@ const startTimeout = 15 * time.Second
 type brokerProc struct {
 	name   string
 	addr   string
+	addrs  map[string]string // listeners other than TCP, by transport
 	dir    string
 	log    string
 	cmd    *exec.Cmd
@@ -48,6 +49,12 @@ type brokerBins struct {
 	// mqclusterQueueFlags says that `mqcluster serve` has the queue-limit
 	// flags: they are set as large as Mosquitto's max_queued_messages.
 	mqclusterQueueFlags bool
+	// mqclusterConfig says that `mqcluster serve` takes --config; with
+	// transports, mqcluster is given a listener for each (tls holds the
+	// certificate of the TLS ones).
+	mqclusterConfig bool
+	transports      []string
+	tls             *tlsAssets
 }
 
 // startBroker starts the named broker on a free loopback port and waits
@@ -109,6 +116,14 @@ func spawnBroker(name string, bins brokerBins, extra ...string) (*brokerProc, er
 			// max_queued_messages for both QoS 1 and online QoS 0.
 			args = append(args, "--max-queued-messages", strconv.Itoa(bins.mosquittoMaxQueued),
 				"--max-queued-bytes", strconv.Itoa(8<<30), "--write-queue-bytes", strconv.Itoa(8<<30))
+		}
+		if len(bins.transports) > 0 {
+			conf, addrs, err := writeListenersConfig(dir, bins.transports, bins.tls)
+			if err != nil {
+				return nil, err
+			}
+			args = append(args, "--config", conf)
+			b.addrs = addrs
 		}
 		for _, a := range extra {
 			args = append(args, strings.ReplaceAll(a, "DIR", dir))
@@ -198,9 +213,21 @@ func (b *brokerProc) waitReady(ctx context.Context) error {
 	}
 }
 
-// target is the broker as the load generator sees it.
+// target is the broker as the load generator sees it over TCP.
 func (b *brokerProc) target() Target {
 	return Target{Name: b.name, Addr: b.addr, PID: b.cmd.Process.Pid}
+}
+
+// targetOver is the broker over one transport.
+func (b *brokerProc) targetOver(transport string, a *tlsAssets) Target {
+	t := b.target()
+	if addr, ok := b.addrs[transport]; ok {
+		t.Addr, t.Transport = addr, transport
+		if a != nil {
+			t.TLS = a.client
+		}
+	}
+	return t
 }
 
 // stop ends the broker (SIGTERM, SIGKILL after 10 s) and removes its

@@ -120,10 +120,10 @@ func readPacket(r io.Reader) (packet.Packet, error) {
 	}
 }
 
-// dialClient connects a client with keep-alive 0 (none: the load generator
-// sends no PINGREQ).
-func dialClient(ctx context.Context, d *dialer, addr, clientID string) (*client, error) {
-	nc, err := d.dial(ctx, addr)
+// dialClient connects a client to addr over t's transport with keep-alive
+// 0 (none: the load generator sends no PINGREQ).
+func dialClient(ctx context.Context, d *dialer, t Target, addr, clientID string) (*client, error) {
+	nc, err := d.dialTarget(ctx, t, addr)
 	if err != nil {
 		return nil, err
 	}

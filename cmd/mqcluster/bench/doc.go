@@ -17,7 +17,8 @@
 //
 // It measures and reports; it never asserts performance targets. It fails
 // only when a broker cannot be started or dies, or a QoS 1 flow loses
-// messages. It talks to brokers only over TCP: package broker is imported by
-// its tests alone, which run the generator against an in-process
-// broker.Server.
+// messages. It talks to brokers over TCP and, with --transports
+// (transports.go), to mqcluster over TLS and WebSocket as well, through the
+// client side of broker/listener; package broker is imported by its tests
+// alone, which run the generator against an in-process broker.Server.
 package bench

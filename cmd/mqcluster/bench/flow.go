@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -23,6 +24,10 @@ type Target struct {
 	// PID is the broker's process, whose CPU time and resident memory are
 	// measured; 0 when it has none of its own (an in-process test broker).
 	PID int
+	// Transport is how clients reach Addr: tcp (also when empty), tls, ws
+	// or wss; TLS is the client configuration of tls and wss.
+	Transport string
+	TLS       *tls.Config
 }
 
 // flow is one publish/subscribe load: Publishers publish Messages in all,
@@ -48,8 +53,9 @@ type flow struct {
 // Result is what one flow measured on one broker. Durations are in
 // nanoseconds in the JSON form.
 type Result struct {
-	Broker   string `json:"broker"`
-	Scenario string `json:"scenario"`
+	Broker    string `json:"broker"`
+	Transport string `json:"transport,omitempty"`
+	Scenario  string `json:"scenario"`
 
 	Sent       int64 `json:"sent"`       // PUBLISHes written by the publishers
 	Acked      int64 `json:"acked"`      // PUBACKs received by QoS 1 publishers
@@ -162,7 +168,7 @@ func (r *runner) runFlow(ctx context.Context, t Target, f flow) (Result, error) 
 		if t.SubAddr != "" {
 			subAddr = t.SubAddr
 		}
-		c, err := dialClient(ctx, &r.d, subAddr, fmt.Sprintf("bench-%s-sub-%d", f.Name, i))
+		c, err := dialClient(ctx, &r.d, t, subAddr, fmt.Sprintf("bench-%s-sub-%d", f.Name, i))
 		if err != nil {
 			return res, err
 		}
@@ -174,7 +180,7 @@ func (r *runner) runFlow(ctx context.Context, t Target, f flow) (Result, error) 
 	}
 	pubs := make([]*publisher, f.Publishers)
 	for i := range pubs {
-		c, err := dialClient(ctx, &r.d, t.Addr, fmt.Sprintf("bench-%s-pub-%d", f.Name, i))
+		c, err := dialClient(ctx, &r.d, t, t.Addr, fmt.Sprintf("bench-%s-pub-%d", f.Name, i))
 		if err != nil {
 			return res, err
 		}

@@ -20,8 +20,11 @@ import (
 
 // Config is one benchmark run, as the flags of `mqcluster bench` set it.
 type Config struct {
-	Brokers      []string      `json:"brokers"`
-	Scenarios    []string      `json:"scenarios"`
+	Brokers   []string `json:"brokers"`
+	Scenarios []string `json:"scenarios"`
+	// Transports are what mqcluster is driven over (tcp first); Mosquitto
+	// is driven over TCP only.
+	Transports   []string      `json:"transports"`
 	Messages     int           `json:"messages"` // per throughput scenario; 0: each one's default
 	PayloadSize  int           `json:"payload_bytes"`
 	Window       int           `json:"qos1_window"`
@@ -108,6 +111,8 @@ func parseFlags(args []string, usage io.Writer) (*Config, error) {
 	fs.SetOutput(usage)
 	brokers := fs.String("brokers", MQCluster+","+Mosquitto, "brokers to run, comma-separated: mqcluster, mosquitto")
 	scenarios := fs.String("scenarios", strings.Join(allScenarios, ","), "scenarios to run, comma-separated: "+strings.Join(allScenarios, ", "))
+	transports := fs.String("transports", TransportTCP, "transports to drive mqcluster over, comma-separated: "+strings.Join(allTransports, ", ")+
+		" (each against plain TCP; Mosquitto runs over TCP only)")
 	cfg := &Config{}
 	fs.IntVar(&cfg.Messages, "messages", 0, fmt.Sprintf("messages published per throughput scenario (0: fanin %d, qos1 %d, fanout %d)",
 		defaultFanInMessages, defaultQoS1Messages, defaultFanOutMessages))
@@ -133,6 +138,11 @@ func parseFlags(args []string, usage io.Writer) (*Config, error) {
 	}
 	cfg.Brokers = splitList(*brokers)
 	cfg.Scenarios = splitList(*scenarios)
+	cfg.Transports = splitList(*transports)
+	if !slices.Contains(cfg.Transports, TransportTCP) {
+		// The figures over the others are read against TCP's.
+		cfg.Transports = append([]string{TransportTCP}, cfg.Transports...)
+	}
 	if cfg.Cluster > 0 {
 		cfg.Brokers = []string{MQCluster}
 		set := false
@@ -166,6 +176,12 @@ func (c *Config) validate() error {
 	}
 	if len(c.Scenarios) == 0 {
 		errs = append(errs, errors.New("--scenarios: none chosen"))
+	}
+	if err := validTransports(c.Transports); err != nil {
+		errs = append(errs, err)
+	}
+	if len(c.extraTransports()) > 0 && (c.Cluster > 0 || !slices.Contains(c.Brokers, MQCluster)) {
+		errs = append(errs, errors.New("--transports: only for mqcluster, not in cluster mode"))
 	}
 	known := allScenarios
 	if c.Cluster > 0 {
@@ -272,6 +288,16 @@ func Run(ctx context.Context, cfg *Config, out io.Writer) error {
 	}
 	rep.MosquittoMaxQueued = bins.mosquittoMaxQueued
 	rep.MQClusterDataDir = bins.mqclusterDataDir
+	if extra := cfg.extraTransports(); len(extra) > 0 {
+		if !bins.mqclusterConfig {
+			return fmt.Errorf("--transports %s: %s has no --config (an older mqcluster)", strings.Join(extra, ","), bins.mqcluster)
+		}
+		if bins.tls, err = newTLSAssets(); err != nil {
+			return fmt.Errorf("TLS certificate: %w", err)
+		}
+		defer bins.tls.remove()
+		bins.transports = extra
+	}
 	rep.MQClusterQueueFlags = bins.mqclusterQueueFlags
 	printHeader(out, rep)
 
@@ -288,33 +314,39 @@ func Run(ctx context.Context, cfg *Config, out io.Writer) error {
 		}
 		var rows []Result
 		for _, name := range order {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			if unstartable[name] {
-				rows = append(rows, Result{Broker: name, Scenario: f.Name, Err: "skipped: it failed to start before"})
-				continue
-			}
-			res, err := runOne(ctx, r, name, bins, f, cfg.Conns)
-			if errors.Is(err, errStart) {
-				unstartable[name] = true
-			}
-			if err != nil {
-				failures = append(failures, err)
-				if res.Err == "" {
-					res.Err = err.Error()
+			for _, tr := range cfg.transportsFor(name, f) {
+				if ctx.Err() != nil {
+					return ctx.Err()
 				}
+				if unstartable[name] {
+					rows = append(rows, Result{Broker: name, Transport: tr, Scenario: f.Name, Err: "skipped: it failed to start before"})
+					continue
+				}
+				res, err := runOne(ctx, r, name, tr, bins, f, cfg.Conns)
+				if errors.Is(err, errStart) {
+					unstartable[name] = true
+				}
+				if err != nil {
+					failures = append(failures, err)
+					if res.Err == "" {
+						res.Err = err.Error()
+					}
+				}
+				rows = append(rows, res)
 			}
-			rows = append(rows, res)
 		}
 		slices.SortFunc(rows, func(a, b Result) int {
-			return slices.Index(cfg.Brokers, a.Broker) - slices.Index(cfg.Brokers, b.Broker)
+			if d := slices.Index(cfg.Brokers, a.Broker) - slices.Index(cfg.Brokers, b.Broker); d != 0 {
+				return d
+			}
+			return slices.Index(allTransports, a.Transport) - slices.Index(allTransports, b.Transport)
 		})
 		printFlow(out, f, rows)
 		rep.Results = append(rep.Results, rows...)
 	}
 	rep.Machine.LoadAvgAtEnd = loadAvg()
 	printSummary(out, rep.Results)
+	printTransports(out, rep.Results)
 	fmt.Fprintf(out, "load average at the end: %s\n", rep.Machine.LoadAvgAtEnd)
 	for _, err := range failures {
 		rep.Failures = append(rep.Failures, err.Error())
@@ -341,9 +373,10 @@ func Run(ctx context.Context, cfg *Config, out io.Writer) error {
 // errStart marks the failure to start a broker.
 var errStart = errors.New("broker did not start")
 
-// runOne starts a fresh broker, runs one flow against it and stops it.
-func runOne(ctx context.Context, r *runner, name string, bins brokerBins, f flow, conns int) (Result, error) {
-	res := Result{Broker: name, Scenario: f.Name}
+// runOne starts a fresh broker, runs one flow against it over one
+// transport and stops it.
+func runOne(ctx context.Context, r *runner, name, transport string, bins brokerBins, f flow, conns int) (Result, error) {
+	res := Result{Broker: name, Transport: transport, Scenario: f.Name}
 	b, err := startBroker(ctx, name, bins)
 	if err != nil {
 		return res, fmt.Errorf("%s: %w: %w", f.Name, errStart, err)
@@ -351,8 +384,9 @@ func runOne(ctx context.Context, r *runner, name string, bins brokerBins, f flow
 	if f.Name == "idle" {
 		res, err = r.runIdle(ctx, b.target(), conns)
 	} else {
-		res, err = r.runFlow(ctx, b.target(), f)
+		res, err = r.runFlow(ctx, b.targetOver(transport, bins.tls), f)
 	}
+	res.Transport = transport
 	if serr := b.stop(); serr != nil {
 		err = errors.Join(err, fmt.Errorf("%s: %w", f.Name, serr))
 	}
@@ -402,6 +436,7 @@ func (c *Config) binaries() (brokerBins, error) {
 			b.mqcluster = path
 			b.mqclusterDataDir = hasFlag(path, "data-dir")
 			b.mqclusterQueueFlags = hasFlag(path, "max-queued-messages")
+			b.mqclusterConfig = hasFlag(path, "config")
 		} else {
 			b.mosquitto = path
 		}

@@ -42,6 +42,11 @@ func printHeader(out io.Writer, rep *Report) {
 			queues = fmt.Sprintf(" --max-queued-messages %d --max-queued-bytes 8GiB --write-queue-bytes 8GiB (Mosquitto's queue bound), the rest default", rep.MosquittoMaxQueued)
 		}
 		fmt.Fprintf(out, "mqcluster: serve --listen 127.0.0.1:PORT%s%s\n", dataDir, queues)
+		if extra := rep.Config.extraTransports(); len(extra) > 0 {
+			fmt.Fprintf(out, "mqcluster transports: tcp and %s; --config adds a listener for each on another loopback port "+
+				"(TLS: a self-signed ECDSA P-256 certificate, the Go client negotiates TLS 1.3; WebSocket: path /mqtt, binary frames, "+
+				"each client write one frame); each flow runs over each transport against a fresh broker\n", strings.Join(extra, ", "))
+		}
 	}
 	if l, err := strconv.ParseFloat(strings.Fields(m.LoadAvgAtStart + " x")[0], 64); err == nil && l > 0.5*float64(m.CPUs) {
 		fmt.Fprintf(out, "WARNING: load average %.2f on %d CPUs: other work competes with the brokers and the generator; the figures are noisy.\n", l, m.CPUs)
@@ -69,7 +74,7 @@ func printFlow(out io.Writer, f flow, rows []Result) {
 	}
 	fmt.Fprintln(tw, "broker\tdelivered/s\tp50\tp99\tmax\tsent\treceived\tlost\tdup\telapsed\tCPU/msg\tgen CPU/msg\t")
 	for _, r := range rows {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", r.Broker, rate(r.Throughput),
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\t%s\t\n", rowName(r), rate(r.Throughput),
 			dur(r.P50), dur(r.P99), dur(r.Max), r.Sent, r.Received, r.Lost, r.Duplicates,
 			dur(r.Elapsed), nsPerMsg(r.CPUPerMsg), nsPerMsg(r.GenCPUPerMsg))
 	}
@@ -78,8 +83,84 @@ func printFlow(out io.Writer, f flow, rows []Result) {
 			ratio(float64(a.P50), float64(b.P50)), ratio(float64(a.P99), float64(b.P99)),
 			ratio(float64(a.Max), float64(b.Max)), ratio(a.CPUPerMsg, b.CPUPerMsg))
 	}
+	if tcp, ok := find(rows, MQCluster); ok {
+		for _, r := range rows {
+			if r.Broker == MQCluster && !isTCP(r) && r.Sent > 0 {
+				fmt.Fprintf(tw, "mqcluster %s/tcp\t%s\t%s\t%s\t%s\t\t\t\t\t\t%s\t\t\n", r.Transport, ratio(r.Throughput, tcp.Throughput),
+					ratio(float64(r.P50), float64(tcp.P50)), ratio(float64(r.P99), float64(tcp.P99)),
+					ratio(float64(r.Max), float64(tcp.Max)), ratio(r.CPUPerMsg, tcp.CPUPerMsg))
+			}
+		}
+	}
 	tw.print(out)
 	printErrs(out, rows)
+}
+
+// rowName names a row: the broker, and the transport when it is not TCP.
+func rowName(r Result) string {
+	if isTCP(r) {
+		return r.Broker
+	}
+	return r.Broker + " " + r.Transport
+}
+
+func isTCP(r Result) bool { return r.Transport == "" || r.Transport == TransportTCP }
+
+// printTransports prints, per flow, mqcluster's figures over each
+// transport against its own over TCP.
+func printTransports(out io.Writer, results []Result) {
+	var order []string
+	byFlow := map[string]map[string]Result{}
+	var transports []string
+	for _, r := range results {
+		if r.Broker != MQCluster || r.Sent == 0 {
+			continue
+		}
+		tr := r.Transport
+		if isTCP(r) {
+			tr = TransportTCP
+		} else if !slices.Contains(transports, tr) {
+			transports = append(transports, tr)
+		}
+		if byFlow[r.Scenario] == nil {
+			byFlow[r.Scenario] = map[string]Result{}
+			order = append(order, r.Scenario)
+		}
+		byFlow[r.Scenario][tr] = r
+	}
+	if len(transports) == 0 {
+		return
+	}
+	slices.SortFunc(transports, func(a, b string) int { return slices.Index(allTransports, a) - slices.Index(allTransports, b) })
+	fmt.Fprintln(out, "\n== Transports: mqcluster over TLS and WebSocket against plain TCP (reported, not asserted)")
+	tw := newTable(0)
+	head := "scenario"
+	for _, tr := range transports {
+		head += fmt.Sprintf("\t%s/tcp delivered/s (>= %.2f)\t%s/tcp CPU/msg", tr, transportTargets[tr], tr)
+	}
+	fmt.Fprintln(tw, head)
+	for _, name := range order {
+		tcp, ok := byFlow[name][TransportTCP]
+		if !ok {
+			continue
+		}
+		line := name
+		for _, tr := range transports {
+			r, ok := byFlow[name][tr]
+			if !ok {
+				line += "\t-\t-"
+				continue
+			}
+			target := transportTargets[tr]
+			tp := judged(r.Throughput, tcp.Throughput, func(x float64) bool { return x >= target })
+			if strings.HasPrefix(name, "latency") {
+				tp = ratio(r.Throughput, tcp.Throughput) + " (paced)"
+			}
+			line += "\t" + tp + "\t" + ratio(r.CPUPerMsg, tcp.CPUPerMsg)
+		}
+		fmt.Fprintln(tw, line)
+	}
+	tw.print(out)
 }
 
 func printErrs(out io.Writer, rows []Result) {
@@ -187,10 +268,10 @@ func pair(rows []Result) (mq, mo Result, ok bool) {
 	return mq, mo, ok1 && ok2
 }
 
-// find returns the row of broker, if it has figures.
+// find returns the row of broker over TCP, if it has figures.
 func find(rows []Result, broker string) (Result, bool) {
 	for _, r := range rows {
-		if r.Broker == broker && (r.Sent > 0 || r.RSSAfter > 0) {
+		if r.Broker == broker && isTCP(r) && (r.Sent > 0 || r.RSSAfter > 0) {
 			return r, true
 		}
 	}

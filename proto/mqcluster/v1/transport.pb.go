@@ -97,9 +97,11 @@ func (ProposeCode) EnumDescriptor() ([]byte, []int) {
 // that has a matching route.
 type ForwardedMessage struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// msg_id is assigned by the ingress node, unique per ingress node; for
-	// logs and tracing (delivery is deduplicated by the stream's sequence
-	// numbers, not by msg_id).
+	// msg_id is assigned by the ingress node, unique per ingress node.
+	// Together with origin_node it names the message across the cluster: a
+	// session moving between nodes meets messages that reached both nodes
+	// only once by it. (Delivery over a stream is deduplicated by the
+	// stream's sequence numbers.)
 	MsgId   uint64 `protobuf:"varint,1,opt,name=msg_id,json=msgId,proto3" json:"msg_id,omitempty"`
 	Topic   string `protobuf:"bytes,2,opt,name=topic,proto3" json:"topic,omitempty"`
 	Payload []byte `protobuf:"bytes,3,opt,name=payload,proto3" json:"payload,omitempty"`
@@ -116,7 +118,11 @@ type ForwardedMessage struct {
 	// Non-shared subscriptions are matched by the receiver itself; a shared
 	// group not listed here must not get this message from the receiver
 	// (another node was chosen for it).
-	Shared        []*SharedTarget `protobuf:"bytes,10,rep,name=shared,proto3" json:"shared,omitempty"`
+	Shared []*SharedTarget `protobuf:"bytes,10,rep,name=shared,proto3" json:"shared,omitempty"`
+	// shared_only: the message goes to the groups in shared only, not to the
+	// receiver's non-shared subscribers (a group re-sent to another of its
+	// nodes after the node first picked could not take it).
+	SharedOnly    bool `protobuf:"varint,11,opt,name=shared_only,json=sharedOnly,proto3" json:"shared_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -219,6 +225,13 @@ func (x *ForwardedMessage) GetShared() []*SharedTarget {
 		return x.Shared
 	}
 	return nil
+}
+
+func (x *ForwardedMessage) GetSharedOnly() bool {
+	if x != nil {
+		return x.SharedOnly
+	}
+	return false
 }
 
 // SharedTarget names one shared subscription group: $share/{group}/{filter}.
@@ -727,10 +740,16 @@ func (x *ProposeResponse) GetReason() string {
 }
 
 type TakeOverRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
-	NewOwner      string                 `protobuf:"bytes,2,opt,name=new_owner,json=newOwner,proto3" json:"new_owner,omitempty"` // node id of the node the client connected to now
-	Epoch         uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`                      // the new session epoch (0 for an ephemeral session)
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	ClientId string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	NewOwner string                 `protobuf:"bytes,2,opt,name=new_owner,json=newOwner,proto3" json:"new_owner,omitempty"` // node id of the node the client connected to now
+	Epoch    uint64                 `protobuf:"varint,3,opt,name=epoch,proto3" json:"epoch,omitempty"`                      // the new session epoch (0 for an ephemeral session)
+	// finish: the second step of a move. The first TakeOver closes the
+	// connection and returns the session (subscriptions and messages); the
+	// old owner keeps collecting messages for it until the new owner, having
+	// routed the subscriptions, sends finish: then the old owner ends its
+	// copy and returns what it collected meanwhile.
+	Finish        bool `protobuf:"varint,4,opt,name=finish,proto3" json:"finish,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -784,6 +803,13 @@ func (x *TakeOverRequest) GetEpoch() uint64 {
 		return x.Epoch
 	}
 	return 0
+}
+
+func (x *TakeOverRequest) GetFinish() bool {
+	if x != nil {
+		return x.Finish
+	}
+	return false
 }
 
 // TakeOverResponse is one chunk of the session state: the session's queued
@@ -1307,7 +1333,7 @@ var File_mqcluster_v1_transport_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xcf\x02\n" +
+	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xf0\x02\n" +
 	"\x10ForwardedMessage\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1322,7 +1348,9 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\vorigin_node\x18\t \x01(\tR\n" +
 	"originNode\x122\n" +
 	"\x06shared\x18\n" +
-	" \x03(\v2\x1a.mqcluster.v1.SharedTargetR\x06shared\"<\n" +
+	" \x03(\v2\x1a.mqcluster.v1.SharedTargetR\x06shared\x12\x1f\n" +
+	"\vshared_only\x18\v \x01(\bR\n" +
+	"sharedOnly\"<\n" +
 	"\fSharedTarget\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\"\xbf\x01\n" +
@@ -1351,11 +1379,12 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12-\n" +
 	"\x04code\x18\x02 \x01(\x0e2\x19.mqcluster.v1.ProposeCodeR\x04code\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"a\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"y\n" +
 	"\x0fTakeOverRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1b\n" +
 	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\x12\x14\n" +
-	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\"G\n" +
+	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
+	"\x06finish\x18\x04 \x01(\bR\x06finish\"G\n" +
 	"\x10TakeOverResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\fR\x05state\x12\x1d\n" +
 	"\n" +

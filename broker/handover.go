@@ -1,0 +1,604 @@
+package broker
+
+import (
+	"context"
+	"sort"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// SessionCluster is implemented by a Cluster whose nodes hand sessions to
+// each other as their clients move, and keep wills beyond the life of the
+// node that holds the connection. A broker whose cluster does not implement
+// it keeps its sessions and wills to itself.
+type SessionCluster interface {
+	// ClaimSession makes this node the owner of the session of
+	// req.ClientID before the CONNACK: the claim is recorded cluster-wide
+	// (a client id has one owner at a time) and a connection of the client
+	// elsewhere is closed. When another node held a session that lives on,
+	// the transfer carries it; its Finish, called once this node routes the
+	// session's subscriptions, ends the session there and returns what it
+	// collected meanwhile. An error (no quorum) refuses the CONNECT.
+	ClaimSession(ctx context.Context, req SessionClaim) (*SessionTransfer, error)
+	// ReleaseSession records that the connection of a persistent session
+	// closed; the session stays here for expiry seconds.
+	ReleaseSession(clientID string, epoch uint64, expiry uint32)
+	// EndSession records that a claimed session ended here.
+	EndSession(clientID string, epoch uint64)
+	// SetWill registers the will of a connection so that it is published
+	// even when this node dies; ClearWill drops it once it is published or
+	// cancelled. Both return at once; the cluster applies them in order.
+	SetWill(w WillRecord) (id string)
+	ClearWill(id string)
+	// SetSubscriptions records the subscriptions of a claimed persistent
+	// session, so that they move with it even when this node dies.
+	SetSubscriptions(clientID string, epoch uint64, subs []Subscription)
+}
+
+// SessionClaim is what a CONNECT asks of the cluster.
+type SessionClaim struct {
+	ClientID   string
+	Persistent bool
+	Expiry     uint32
+	CleanStart bool
+}
+
+// SessionTransfer is the outcome of a claim.
+type SessionTransfer struct {
+	// Epoch is the claim's epoch (0: the session is not registered).
+	Epoch uint64
+	// Record is the session as the previous owner held it: subscriptions,
+	// messages in flight (with their packet ids) then queued, and the QoS 2
+	// packet ids its client has not released. Nil when there is none.
+	Record *SessionRecord
+	// Finish, when set, completes the move (see ClaimSession).
+	Finish func(ctx context.Context) ([]StoredMessage, error)
+}
+
+// WillRecord is a will as the cluster keeps it.
+type WillRecord struct {
+	ClientID string
+	Message  *Message
+	// Delay is the Will Delay Interval and SessionExpiry the session's
+	// expiry (seconds): the will goes after the shorter of them.
+	Delay, SessionExpiry uint32
+}
+
+// moveTimeout ends a session that was handed over when the new owner never
+// finished the move (it died): the session is the new owner's by then.
+const moveTimeout = time.Minute
+
+// sessionCluster returns the cluster's session side, or nil.
+func (s *Server) sessionCluster() SessionCluster {
+	sc, _ := s.cluster.(SessionCluster)
+	return sc
+}
+
+// claimSession claims the client's session in the cluster before the
+// CONNACK; a claim that cannot be recorded refuses the CONNECT with 0x88
+// (3.1.1: 0x03 server unavailable).
+func (c *conn) claimSession(cp *packet.Connect) (*SessionTransfer, bool) {
+	sc := c.srv.sessionCluster()
+	if sc == nil {
+		return nil, true
+	}
+	persistent, expiry := c.srv.sessionLifetime(cp)
+	ctx, cancel := context.WithTimeout(context.Background(), c.srv.cfg.ClusterTimeout)
+	defer cancel()
+	tr, err := sc.ClaimSession(ctx, SessionClaim{ClientID: cp.ClientID, Persistent: persistent, Expiry: expiry, CleanStart: cp.CleanStart})
+	if err != nil {
+		c.srv.log.Warn("session not claimed in the cluster", "client_id", cp.ClientID, "err", err)
+		c.refuse(packet.ServerUnavailable, err)
+		return nil, false
+	}
+	return tr, true
+}
+
+// adopt installs the session another node handed over, before attach
+// resumes it: its subscriptions are routed here first, then the old owner
+// ends its copy and hands over what reached it meanwhile, and the messages
+// go into the session in order — those that reached both nodes once. With
+// Clean Start nothing of the old session is kept, but the old owner still
+// ends it.
+func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool, expiry uint32) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
+	defer cancel()
+	if cp.CleanStart || tr.Record == nil {
+		if tr.Finish != nil {
+			if _, err := tr.Finish(ctx); err != nil {
+				s.log.Warn("session takeover not finished", "client_id", cp.ClientID, "err", err)
+			}
+		}
+		return
+	}
+	rec := tr.Record
+	ss := newSession(s, cp.ClientID)
+	ss.persistent, ss.expiry, ss.version = persistent, expiry, cp.Version
+	ss.importing = true
+	var first []shareRef
+	s.mu.Lock()
+	old := s.sessions[cp.ClientID]
+	if old != nil {
+		s.dropLocked(old)
+	}
+	s.sessions[ss.id] = ss
+	ss.mu.Lock()
+	for _, sub := range rec.Subscriptions {
+		ss.subs[sub.Filter] = sub
+		if replaced, _ := s.subs.Add(sub.Real, sub.Group, ss.id, subValue{sess: ss, opts: sub.Opts, subID: sub.SubID}); !replaced && s.routeAdded(sub.Real, sub.Group) {
+			first = append(first, shareRef{filter: sub.Real, group: sub.Group})
+		}
+	}
+	ss.nsubs.Store(int32(len(ss.subs)))
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	if old != nil {
+		s.finishDrop(old)
+	}
+	for _, r := range first {
+		if err := s.setRouteOf(r.filter, r.group, 1); err != nil {
+			s.log.Warn("route of a moved session not recorded", "client_id", ss.id, "topic", r.filter, "group", r.group, "err", err)
+		}
+	}
+	var tail []StoredMessage
+	if tr.Finish != nil {
+		var err error
+		if tail, err = tr.Finish(ctx); err != nil {
+			s.log.Warn("session takeover not finished: messages that reached the previous node meanwhile stay there",
+				"client_id", ss.id, "err", err)
+		}
+	}
+
+	ss.mu.Lock()
+	ss.importing = false
+	pending := ss.pending
+	ss.pending = nil
+	var ops []StoreOp
+	if ss.stored() {
+		ops = append(ops, ss.sessionOp(0))
+	}
+	seen := make(msgSet)
+	for i := range rec.Messages {
+		ops = ss.importLocked(&rec.Messages[i], seen, ops)
+	}
+	for _, id := range rec.AwaitingRel {
+		if ss.awaitingRel == nil {
+			ss.awaitingRel = make(map[uint16]struct{})
+		}
+		ss.awaitingRel[id] = struct{}{}
+		if ss.stored() {
+			ops = append(ops, StoreOp{Kind: OpAddRel, ClientID: ss.id, PacketID: id})
+		}
+	}
+	for i := range tail {
+		ops = ss.importLocked(&tail[i], seen, ops)
+	}
+	for _, o := range pending {
+		if seen.has(o.msg) {
+			continue
+		}
+		if op, ok := ss.prepareLocked(&o); ok {
+			if op.Kind != 0 {
+				ops = append(ops, op)
+			}
+			ss.placeLocked(o)
+		}
+	}
+	ss.mu.Unlock()
+	if len(ops) > 0 {
+		done := make(chan struct{})
+		s.commit(ops, func() { close(done) })
+		<-done
+	}
+}
+
+// msgKey names a message across the cluster (Message.Node, Message.ID).
+type msgKey struct {
+	node string
+	id   uint64
+}
+
+type msgSet map[msgKey]struct{}
+
+// has reports whether m was seen; messages without an id never were.
+func (m msgSet) has(msg *Message) bool {
+	if msg.ID == 0 {
+		return false
+	}
+	_, ok := m[msgKey{msg.Node, msg.ID}]
+	return ok
+}
+
+// importLocked adds one handed-over message to the session, unless an equal
+// one came before. Messages that were in flight keep their packet ids and
+// are resent with DUP; the others are queued as new. Caller holds mu.
+func (ss *session) importLocked(sm *StoredMessage, seen msgSet, ops []StoreOp) []StoreOp {
+	m := sm.Msg
+	if seen.has(m) {
+		return ops
+	}
+	if m.ID != 0 {
+		seen[msgKey{m.Node, m.ID}] = struct{}{}
+	}
+	o := outMsg{msg: m, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs}
+	if sm.ShareGroup != "" {
+		o.share = ss.srv.shares.ref(shareRef{filter: sm.ShareFilter, group: sm.ShareGroup})
+	}
+	if sm.PacketID == 0 {
+		if op, ok := ss.prepareLocked(&o); ok {
+			if op.Kind != 0 {
+				ops = append(ops, op)
+			}
+			ss.placeLocked(o)
+		}
+		return ops
+	}
+	ss.markID(sm.PacketID)
+	o.packetID, o.dup = sm.PacketID, true
+	if ss.stored() {
+		ss.nextSeq++
+		o.seq = ss.nextSeq
+	}
+	if sm.Released {
+		o.state = stateRel
+		ss.inflight = append(ss.inflight, o)
+	} else {
+		ss.queue.push(o)
+	}
+	if o.seq != 0 {
+		ops = append(ops, StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()})
+	}
+	return ops
+}
+
+// HandOver closes the connection of clientID on this node (DISCONNECT 0x8E
+// to a 5.0 client, [MQTT-3.1.4-3]) because the client connected to another
+// node. A session that outlives its connection is returned; it stays
+// registered here, collecting messages for the new owner, until
+// FinishHandOver (or moveTimeout). It reports false when there is no such
+// session here.
+func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		s.mu.Unlock()
+		return nil, false
+	}
+	ss.mu.Lock()
+	s.mu.Unlock()
+	if oc := ss.conn; oc != nil {
+		ss.conn = nil
+		oc.disconnect(packet.SessionTakenOver)
+	}
+	if !ss.persistent || ss.ended {
+		ss.mu.Unlock()
+		s.removeSession(ss)
+		return nil, false
+	}
+	ss.moving = true
+	if ss.expiryTimer != nil {
+		ss.expiryTimer.Stop()
+		ss.expiryTimer = nil
+	}
+	// The session lives on with a new connection: a will waiting for its
+	// delay is cancelled ([MQTT-3.1.3-9]).
+	s.cancelPendingWillLocked(ss)
+	rec := ss.exportLocked()
+	if ss.moveTimer == nil {
+		ss.moveTimer = time.AfterFunc(moveTimeout, func() { s.FinishHandOver(clientID) })
+	}
+	ss.mu.Unlock()
+	return rec, true
+}
+
+// FinishHandOver ends a session handed over by HandOver and returns the
+// messages it collected since; false when there is none.
+func (s *Server) FinishHandOver(clientID string) ([]StoredMessage, bool) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil || !ss.moving {
+		s.mu.Unlock()
+		return nil, false
+	}
+	ss.mu.Lock()
+	rec := ss.exportLocked()
+	if ss.moveTimer != nil {
+		ss.moveTimer.Stop()
+		ss.moveTimer = nil
+	}
+	s.dropLocked(ss)
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	s.finishDrop(ss)
+	return rec.Messages, true
+}
+
+// DropSession ends the local session of clientID without publishing its
+// will: the cluster says another node owns it (it moved while this node was
+// down).
+func (s *Server) DropSession(clientID string) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		s.mu.Unlock()
+		return
+	}
+	ss.mu.Lock()
+	if oc := ss.conn; oc != nil {
+		ss.conn = nil
+		oc.disconnect(packet.SessionTakenOver)
+	}
+	s.cancelPendingWillLocked(ss)
+	s.dropLocked(ss)
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	s.finishDrop(ss)
+}
+
+// PersistentSessions lists the client ids of this broker's sessions that
+// outlive their connections.
+func (s *Server) PersistentSessions() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var ids []string
+	for id, ss := range s.sessions {
+		if ss.persistent {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// dropLocked unregisters ss and queues its store deletion. Caller holds
+// s.mu and ss.mu; finishDrop must follow once both are released.
+func (s *Server) dropLocked(ss *session) {
+	if oc := ss.conn; oc != nil {
+		ss.conn = nil
+		oc.disconnect(packet.SessionTakenOver)
+	}
+	s.endSessionLocked(ss)
+	if op, ok := ss.deleteOp(); ok {
+		ss.dropOps = append(ss.dropOps, op)
+	}
+}
+
+func (s *Server) finishDrop(ss *session) {
+	ss.mu.Lock()
+	ops := ss.dropOps
+	ss.dropOps = nil
+	ss.mu.Unlock()
+	if len(ops) > 0 {
+		s.commit(ops, nil)
+	}
+	s.sessionEnded(ss)
+}
+
+// exportLocked returns the session as a record and empties it: messages in
+// flight keep their packet ids, queued ones leave theirs behind. Caller
+// holds ss.mu.
+func (ss *session) exportLocked() *SessionRecord {
+	rec := &SessionRecord{ClientID: ss.id, Version: byte(ss.version), Expiry: ss.expiry, Username: ss.info.Username}
+	for _, sub := range ss.subs {
+		rec.Subscriptions = append(rec.Subscriptions, sub)
+	}
+	for i := range ss.inflight {
+		o := &ss.inflight[i]
+		rec.Messages = append(rec.Messages, *o.record())
+		ss.retire(o)
+	}
+	clear(ss.inflight)
+	ss.inflight = ss.inflight[:0]
+	for ss.queue.len() > 0 {
+		o := ss.queue.pop()
+		sm := o.record()
+		sm.PacketID, sm.Seq = 0, 0
+		rec.Messages = append(rec.Messages, *sm)
+		ss.retire(&o)
+	}
+	for id := range ss.awaitingRel {
+		rec.AwaitingRel = append(rec.AwaitingRel, id)
+	}
+	ss.awaitingRel = nil
+	return rec
+}
+
+// cancelPendingWillLocked drops a will waiting for its delay. Caller holds
+// ss.mu.
+func (s *Server) cancelPendingWillLocked(ss *session) {
+	if ss.willTimer != nil {
+		ss.willTimer.Stop()
+	}
+	ss.willTimer, ss.pendingWill = nil, nil
+	s.clearWill(ss.pendingWillID)
+	ss.pendingWillID = ""
+}
+
+// clearWill drops a will's cluster record ("" : none).
+func (s *Server) clearWill(id string) {
+	if id == "" {
+		return
+	}
+	if sc := s.sessionCluster(); sc != nil {
+		sc.ClearWill(id)
+	}
+}
+
+// PublishWill publishes a will the cluster fires for a connection of a node
+// that died, and returns once it is in the sessions of this node's
+// subscribers and every other node with a route has acknowledged it.
+func (s *Server) PublishWill(ctx context.Context, m *Message) error {
+	s.stats.MessagesIn.Add(1)
+	if m.Retain && s.cluster != nil {
+		if err := s.cluster.Retain(ctx, m); err != nil {
+			return err
+		}
+	}
+	fwd := make(chan error, 1)
+	if s.cluster == nil || !s.cluster.Forward(m, func(err error) { fwd <- err }) {
+		fwd <- nil
+	}
+	placed := make(chan struct{})
+	s.routeLocal(m, nil, nil, ackTo{done: placed}, false)
+	select {
+	case <-placed:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-fwd:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// registerWill hands the connection's will to the cluster, which publishes
+// it should this node die before the connection ends.
+func (c *conn) registerWill(cp *packet.Connect) {
+	sc := c.srv.sessionCluster()
+	if sc == nil || c.will == nil {
+		return
+	}
+	_, expiry := c.srv.sessionLifetime(cp)
+	c.willID = sc.SetWill(WillRecord{ClientID: c.clientID, Message: willMessage(c.will, c.clientID, time.Now()),
+		Delay: c.will.Properties.WillDelay, SessionExpiry: expiry})
+}
+
+// recordSubscriptions hands the session's subscriptions to the cluster
+// after a SUBSCRIBE or UNSUBSCRIBE of a claimed persistent session.
+func (c *conn) recordSubscriptions() {
+	sc := c.srv.sessionCluster()
+	if sc == nil {
+		return
+	}
+	ss := c.sess
+	ss.mu.Lock()
+	if !ss.persistent || ss.epoch == 0 || ss.ended {
+		ss.mu.Unlock()
+		return
+	}
+	subs := make([]Subscription, 0, len(ss.subs))
+	for _, sub := range ss.subs {
+		subs = append(subs, sub)
+	}
+	epoch := ss.epoch
+	ss.mu.Unlock()
+	sort.Slice(subs, func(i, j int) bool { return subs[i].Filter < subs[j].Filter })
+	sc.SetSubscriptions(ss.id, epoch, subs)
+}
+
+// Kick closes the live connection of clientID (DISCONNECT 0x8E to a 5.0
+// client, [MQTT-3.1.4-3]): the client connected to another node. A
+// persistent session stays here, offline.
+func (s *Server) Kick(clientID string) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	oc := ss.conn
+	ss.mu.Unlock()
+	if oc != nil {
+		oc.disconnect(packet.SessionTakenOver)
+	}
+}
+
+// SetSessionEpoch gives a session restored from the store its claim epoch,
+// as the cluster recorded it.
+func (s *Server) SetSessionEpoch(clientID string, epoch uint64) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	if ss.epoch == 0 {
+		ss.epoch = epoch
+	}
+	ss.mu.Unlock()
+}
+
+// OfflineSessions lists the persistent sessions with no connection that
+// are neither moving to nor arriving from another node.
+func (s *Server) OfflineSessions() []string {
+	s.mu.Lock()
+	all := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		if ss.persistent {
+			all = append(all, ss)
+		}
+	}
+	s.mu.Unlock()
+	var ids []string
+	for _, ss := range all {
+		ss.mu.Lock()
+		if ss.conn == nil && !ss.moving && !ss.importing && !ss.ended {
+			ids = append(ids, ss.id)
+		}
+		ss.mu.Unlock()
+	}
+	return ids
+}
+
+// HasSession reports whether this broker holds a session for clientID.
+func (s *Server) HasSession(clientID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[clientID] != nil
+}
+
+// AdoptOffline installs, without a connection, a persistent session whose
+// node died: the cluster made this node its owner, so that the messages
+// published for it from now on are queued here until its client
+// reconnects (anywhere: the session then moves as usual). It does nothing
+// when a session of that client id is already here.
+func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64) {
+	ss := newSession(s, rec.ClientID)
+	ss.persistent, ss.expiry, ss.epoch = true, rec.Expiry, epoch
+	ss.version = packet.Version(rec.Version)
+	if ss.version == 0 {
+		ss.version = packet.V5
+	}
+	ss.info = ClientInfo{ClientID: rec.ClientID, Username: rec.Username, Version: ss.version}
+	var first []shareRef
+	s.mu.Lock()
+	if s.sessions[rec.ClientID] != nil || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.sessions[ss.id] = ss
+	ss.mu.Lock()
+	for _, sub := range rec.Subscriptions {
+		ss.subs[sub.Filter] = sub
+		if replaced, _ := s.subs.Add(sub.Real, sub.Group, ss.id, subValue{sess: ss, opts: sub.Opts, subID: sub.SubID}); !replaced && s.routeAdded(sub.Real, sub.Group) {
+			first = append(first, shareRef{filter: sub.Real, group: sub.Group})
+		}
+	}
+	ss.nsubs.Store(int32(len(ss.subs)))
+	if ss.expiry != expiryNever {
+		left := time.Duration(ss.expiry) * time.Second
+		if rec.DisconnectedAt != 0 {
+			left -= time.Since(time.Unix(0, rec.DisconnectedAt))
+		}
+		ss.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expireSession(ss) })
+	}
+	var ops []StoreOp
+	if ss.stored() {
+		ops = append(ops, ss.sessionOp(rec.DisconnectedAt))
+	}
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	if len(ops) > 0 {
+		s.commit(ops, nil)
+	}
+	for _, r := range first {
+		if err := s.setRouteOf(r.filter, r.group, 1); err != nil {
+			s.log.Warn("route of an adopted session not recorded", "client_id", ss.id, "topic", r.filter, "err", err)
+		}
+	}
+	s.log.Info("session of a lost node adopted", "client_id", ss.id, "subscriptions", len(rec.Subscriptions))
+}

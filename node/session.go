@@ -1,0 +1,255 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/broker/store"
+	"github.com/mqcluster/mqcluster/broker/topic"
+	"github.com/mqcluster/mqcluster/fsm"
+	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
+	"github.com/mqcluster/mqcluster/transport"
+)
+
+// The node moves sessions between brokers and keeps their wills.
+var _ broker.SessionCluster = (*Node)(nil)
+
+// kickWait bounds the closing of a client's connection on other nodes when
+// the client connects here with a session that is not registered.
+const kickWait = 2 * time.Second
+
+// ClaimSession records this node as the owner of the client's session and
+// takes the session over from the node that held it (broker.SessionCluster).
+//
+// A persistent session, or one the cluster already knows, is claimed
+// through Raft with a new epoch, which fences the previous owner. The
+// previous owner, when alive, closes the client's connection and hands the
+// session over in two steps (see pb.TakeOverRequest.finish); when it
+// cannot be reached, the subscriptions the cluster recorded for the session
+// are what moves. An ephemeral session is not registered: a connection of
+// the same client id on another node is closed, without waiting.
+func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*broker.SessionTransfer, error) {
+	cur, known := n.fsm.Session(req.ClientID)
+	if !req.Persistent && !known {
+		n.kickElsewhere(req.ClientID)
+		return nil, nil
+	}
+	var expiry uint32
+	if req.Persistent {
+		expiry = req.Expiry
+	}
+	epoch := n.fsm.NextEpoch()
+	for attempt := 0; ; attempt++ {
+		cmd, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+			ClientId: req.ClientID, NodeId: n.cfg.NodeID, Epoch: epoch, ExpirySeconds: expiry, CleanStart: req.CleanStart}}})
+		if err != nil {
+			return nil, err
+		}
+		_, err = n.Propose(ctx, cmd)
+		if err == nil {
+			break
+		}
+		// A concurrent claim took the epoch (or this replica lags behind
+		// the leader): claim the next one.
+		if attempt < 5 && (errors.Is(err, ErrRejected) || errors.Is(err, fsm.ErrStaleEpoch)) && ctx.Err() == nil {
+			epoch = max(n.fsm.NextEpoch(), epoch+1)
+			continue
+		}
+		return nil, fmt.Errorf("claim session %q: %w", req.ClientID, err)
+	}
+	tr := &broker.SessionTransfer{Epoch: epoch}
+	if !known {
+		n.kickElsewhere(req.ClientID)
+		return tr, nil
+	}
+	if cur.Owner == n.cfg.NodeID {
+		return tr, nil
+	}
+	recorded := func() {
+		if !req.CleanStart && len(cur.Subscriptions) > 0 {
+			tr.Record = &broker.SessionRecord{ClientID: req.ClientID, Subscriptions: brokerSubscriptions(cur.Subscriptions)}
+		}
+	}
+	addr := n.peerAddr(cur.Owner)
+	if cur.Owner == "" || addr == "" {
+		recorded()
+		return tr, nil
+	}
+	state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch})
+	if err != nil || len(state) == 0 {
+		if err != nil {
+			n.log.Warn("session not handed over by its previous node; taking its recorded subscriptions",
+				"client_id", req.ClientID, "previous", cur.Owner, "err", err)
+		}
+		recorded()
+		return tr, nil
+	}
+	rec, err := store.DecodeTransfer(state)
+	if err != nil {
+		n.log.Warn("bad session state from the previous node", "client_id", req.ClientID, "previous", cur.Owner, "err", err)
+		recorded()
+		return tr, nil
+	}
+	n.localize(rec.Messages, cur.Owner)
+	tr.Record = rec
+	tr.Finish = func(ctx context.Context) ([]broker.StoredMessage, error) {
+		state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch, Finish: true})
+		if err != nil || len(state) == 0 {
+			return nil, err
+		}
+		msgs, err := store.DecodeMessages(state)
+		if err != nil {
+			return nil, err
+		}
+		n.localize(msgs, cur.Owner)
+		return msgs, nil
+	}
+	return tr, nil
+}
+
+// kickElsewhere closes a connection of clientID on every other node, in
+// the background ([MQTT-3.1.4-3] across the cluster).
+func (n *Node) kickElsewhere(clientID string) {
+	for _, m := range n.members() {
+		if m.id == n.cfg.NodeID || m.grpc == "" {
+			continue
+		}
+		go func(addr string) {
+			ctx, cancel := context.WithTimeout(context.Background(), kickWait)
+			defer cancel()
+			n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: clientID, NewOwner: n.cfg.NodeID})
+		}(m.grpc)
+	}
+}
+
+// peerAddr is the transport address of a live member ("" when unknown).
+func (n *Node) peerAddr(id string) string {
+	for _, m := range n.members() {
+		if m.id == id {
+			return m.grpc
+		}
+	}
+	return ""
+}
+
+// localize rewrites the node names of handed-over messages from the
+// sender's point of view to this node's: "" means the node that received
+// the message from its publisher.
+func (n *Node) localize(msgs []broker.StoredMessage, from string) {
+	for i := range msgs {
+		m := msgs[i].Msg
+		switch m.Node {
+		case "":
+			m.Node = from
+		case n.cfg.NodeID:
+			m.Node = ""
+		}
+	}
+}
+
+// sessions serves session takeovers from other nodes.
+type sessions struct{ n *Node }
+
+func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte, error) {
+	b := s.n.brk.Load()
+	if b == nil {
+		return nil, fmt.Errorf("%w: %v", transport.ErrNotFound, errNoBroker)
+	}
+	id := req.GetClientId()
+	if req.GetEpoch() == 0 {
+		b.Kick(id)
+		return nil, nil
+	}
+	if cur, ok := s.n.fsm.Session(id); ok && cur.Epoch > req.GetEpoch() {
+		return nil, fmt.Errorf("%w: take over of %q at epoch %d, session epoch %d", transport.ErrRejected, id, req.GetEpoch(), cur.Epoch)
+	}
+	if req.GetFinish() {
+		msgs, ok := b.FinishHandOver(id)
+		if !ok {
+			return nil, nil
+		}
+		return store.AppendMessages(nil, s.n.globalize(msgs)), nil
+	}
+	rec, ok := b.HandOver(id)
+	if !ok {
+		return nil, nil
+	}
+	rec.Messages = s.n.globalize(rec.Messages)
+	return store.AppendTransfer(nil, rec), nil
+}
+
+// globalize names this node in messages it received from their publishers,
+// on copies: the broker's messages are shared and never modified.
+func (n *Node) globalize(msgs []broker.StoredMessage) []broker.StoredMessage {
+	for i := range msgs {
+		if m := msgs[i].Msg; m.Node == "" && m.ID != 0 {
+			c := *m
+			c.Node = n.cfg.NodeID
+			msgs[i].Msg = &c
+		}
+	}
+	return msgs
+}
+
+// brokerSubscriptions converts recorded subscriptions to the broker's form.
+func brokerSubscriptions(in []fsm.Subscription) []broker.Subscription {
+	out := make([]broker.Subscription, 0, len(in))
+	for _, s := range in {
+		group, real, _, err := topic.ParseShare(s.Filter)
+		if err != nil {
+			continue
+		}
+		out = append(out, broker.Subscription{Filter: s.Filter, Group: group, Real: real, SubID: s.SubscriptionID,
+			Opts: packet.SubOptions{QoS: s.QoS, NoLocal: s.NoLocal, RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling}})
+	}
+	return out
+}
+
+// ReleaseSession records that a persistent session's connection closed.
+func (n *Node) ReleaseSession(clientID string, epoch uint64, expiry uint32) {
+	n.ops.add("s/"+clientID, &pb.Command{Op: &pb.Command_SessionRelease{SessionRelease: &pb.SessionRelease{
+		ClientId: clientID, Epoch: epoch, DisconnectedAtUnixMs: time.Now().UnixMilli(), ExpirySeconds: &expiry}}})
+}
+
+// EndSession records that a claimed session ended on this node.
+func (n *Node) EndSession(clientID string, epoch uint64) {
+	n.ops.add("s/"+clientID, &pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{
+		ClientId: clientID, Epoch: epoch}}})
+}
+
+// SetSubscriptions records the subscriptions of a persistent session, so
+// that they move with it even when this node dies.
+func (n *Node) SetSubscriptions(clientID string, epoch uint64, subs []broker.Subscription) {
+	ps := make([]*pb.Subscription, len(subs))
+	for i, s := range subs {
+		ps[i] = &pb.Subscription{Filter: s.Filter, Qos: uint32(s.Opts.QoS), NoLocal: s.Opts.NoLocal,
+			RetainAsPublished: s.Opts.RetainAsPublished, RetainHandling: uint32(s.Opts.RetainHandling), SubscriptionId: s.SubID}
+	}
+	n.ops.add("u/"+clientID, &pb.Command{Op: &pb.Command_SessionSubscriptions{SessionSubscriptions: &pb.SessionSubscriptions{
+		ClientId: clientID, Epoch: epoch, Subscriptions: ps}}})
+}
+
+// SetWill registers a connection's will; its id names this run of the node
+// so that the wills of an earlier run are known to be orphans.
+func (n *Node) SetWill(w broker.WillRecord) string {
+	id := fmt.Sprintf("%s/%s/%d", n.cfg.NodeID, n.incarnation, n.willSeq.Add(1))
+	m := w.Message
+	props, err := packet.AppendMessageProperties(nil, &m.Props)
+	if err != nil {
+		n.log.Warn("will not registered in the cluster", "client_id", w.ClientID, "err", err)
+		return ""
+	}
+	n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillSet{WillSet: &pb.WillSet{
+		WillId: id, ClientId: w.ClientID, NodeId: n.cfg.NodeID, DelaySeconds: w.Delay, SessionExpirySeconds: w.SessionExpiry,
+		Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain, Properties: props}}})
+	return id
+}
+
+// ClearWill drops a will's record.
+func (n *Node) ClearWill(id string) {
+	n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id}}})
+}

@@ -1,0 +1,393 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	paho "github.com/eclipse/paho.golang/paho"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// publishN publishes n QoS 2 messages topic/0..n-1 with payloads
+// prefix-0.., each acknowledged (PUBCOMP) before the next.
+func publishN(t *testing.T, c *client, topic, prefix string, from, n int) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		resp, err := c.Publish(ctx, &paho.Publish{Topic: fmt.Sprintf("%s/%d", topic, i), QoS: 2, Payload: []byte(fmt.Sprintf("%s-%04d", prefix, i))})
+		cancel()
+		if err != nil {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+		if resp.ReasonCode >= 0x80 {
+			t.Fatalf("publish %d: PUBREC/PUBCOMP reason %#x", i, resp.ReasonCode)
+		}
+	}
+}
+
+// waitDeliveries waits until the device got every payload prefix-from..
+// from+n-1, and checks each arrived exactly once and in order.
+func waitDeliveries(t *testing.T, dev *deviceState, prefix string, n int) {
+	t.Helper()
+	want := make([]string, n)
+	for i := range want {
+		want[i] = fmt.Sprintf("%s-%04d", prefix, i)
+	}
+	eventually(t, 15*time.Second, func() error {
+		got, _ := dev.deliveries()
+		for _, w := range want {
+			if got[w] == 0 {
+				return fmt.Errorf("%s not delivered (%d distinct so far)", w, len(got))
+			}
+		}
+		return nil
+	})
+	got, order := dev.deliveries()
+	for _, w := range want {
+		if got[w] != 1 {
+			t.Errorf("%s delivered %d times, want once (QoS 2)", w, got[w])
+		}
+	}
+	var seen []string
+	for _, p := range order {
+		if len(p) > len(prefix) && p[:len(prefix)] == prefix {
+			seen = append(seen, p)
+		}
+	}
+	if !slices.IsSorted(seen) {
+		t.Errorf("deliveries out of publish order ([MQTT-4.6.0-6]): %v", seen)
+	}
+}
+
+// A persistent session moves with its client: it subscribes on node 0,
+// goes offline, messages are published on node 2, and it reconnects to
+// node 1 and gets each of them once, in order, with session present
+// ([MQTT-3.2.2-2]); its subscription now lives on node 1.
+func TestSessionMovesWithItsClient(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "publisher")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "mover", dev, true, 600)
+	a.subscribe("move/#", 2)
+	a.disconnect()
+
+	publishN(t, pub, "move", "m", 0, 50)
+	b, ack := rawConnect(t, addrs[1], "mover", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node 1: session present 0, want 1 (the session moved from node 0)")
+	}
+	waitDeliveries(t, dev, "m", 50)
+
+	// Later messages reach it on node 1, and node 0 no longer holds it.
+	publishN(t, pub, "move", "n", 0, 10)
+	waitDeliveries(t, dev, "n", 10)
+	if slices.Contains(c.nodes[0].brk.Load().PersistentSessions(), "mover") {
+		t.Error("node 0 still holds the session after it moved")
+	}
+	if s, ok := c.nodes[1].FSM().Session("mover"); !ok || s.Owner != "node-1" {
+		t.Errorf("cluster records owner %q (known %v), want node-1", s.Owner, ok)
+	}
+	b.disconnect()
+}
+
+// Taking over a live connection on another node: the old connection gets
+// DISCONNECT 0x8E ([MQTT-3.1.4-3]), and a QoS 2 stream published
+// throughout reaches the device exactly once, in order, across the move.
+func TestLiveTakeoverAcrossNodesQoS2(t *testing.T) {
+	_, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "publisher")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "device", dev, true, 600)
+	a.subscribe("live/#", 2)
+
+	const total = 300
+	var published atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for i := range total {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			resp, err := pub.Publish(ctx, &paho.Publish{Topic: fmt.Sprintf("live/%d", i), QoS: 2, Payload: []byte(fmt.Sprintf("l-%04d", i))})
+			cancel()
+			if err != nil || resp.ReasonCode >= 0x80 {
+				t.Errorf("publish %d: %v %v", i, err, resp)
+				return
+			}
+			published.Add(1)
+		}
+	}()
+	eventually(t, 15*time.Second, func() error {
+		if n := published.Load(); n < total/3 {
+			return fmt.Errorf("%d published", n)
+		}
+		return nil
+	})
+	b, ack := rawConnect(t, addrs[1], "device", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Error("CONNACK on node 1: session present 0, want 1")
+	}
+	select {
+	case code := <-a.disc:
+		if code != packet.SessionTakenOver {
+			t.Errorf("old connection: DISCONNECT %#x, want 0x8E session taken over", byte(code))
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("old connection got no DISCONNECT")
+	}
+	<-done
+	waitDeliveries(t, dev, "l", total)
+	b.disconnect()
+}
+
+// Killing a node without a graceful leave: the will of its client is
+// published once, by a surviving node, after the will delay; the routes of
+// its clean sessions are removed.
+func TestWillOfKilledNodeFiresOnce(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	victim := 0
+	if c.leader(5*time.Second) == c.nodes[0] {
+		victim = 1
+	}
+	watcher := 2 // a survivor
+	sub := dial(t, addrs[watcher], "will-watcher")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "will/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+
+	// A client with a will (delay 2 s, session expiry 60 s) and a clean
+	// subscriber on the victim.
+	dev := newDeviceState()
+	rawConnectWithWill(t, addrs[victim], "dying", dev, "will/dying", 2)
+	clean := dial(t, addrs[victim], "clean-sub")
+	if _, err := clean.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "victim/only", QoS: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if len(c.nodes[watcher].FSM().WillsOf(c.nodes[victim].ID())) != 1 {
+			return fmt.Errorf("will not registered yet")
+		}
+		return nil
+	})
+
+	victimID := c.nodes[victim].ID()
+	srv := c.nodes[victim].brk.Load()
+	killed := time.Now()
+	c.kill(victim)
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	srv.Close(closeCtx)
+	closeCancel()
+
+	m := sub.expectWithin(t, 20*time.Second)
+	if m.Topic != "will/dying" || string(m.Payload) != "gone" {
+		t.Fatalf("got %s %q, want the will will/dying \"gone\"", m.Topic, m.Payload)
+	}
+	if d := time.Since(killed); d < 2*time.Second {
+		t.Errorf("will published %v after the kill, before its 2 s delay", d)
+	}
+	select {
+	case m := <-sub.msgs:
+		t.Errorf("second message %s %q: the will must go once", m.Topic, m.Payload)
+	case <-time.After(3 * time.Second):
+	}
+	eventually(t, 5*time.Second, func() error {
+		if w := c.nodes[watcher].FSM().WillsOf(victimID); len(w) != 0 {
+			return fmt.Errorf("%d wills of %s still recorded", len(w), victimID)
+		}
+		if r := c.nodes[watcher].FSM().RoutesOf(victimID); len(r) != 0 {
+			return fmt.Errorf("routes of the dead node remain: %v", r)
+		}
+		return nil
+	})
+}
+
+// rawConnectWithWill connects a 5.0 device with a will on willTopic
+// (payload "gone", QoS 1) delayed by delay seconds.
+func rawConnectWithWill(t *testing.T, addr, id string, dev *deviceState, willTopic string, delay uint32) (*rawConn, *packet.Connack) {
+	t.Helper()
+	return rawConnectOpts(t, addr, id, dev, func(cp *packet.Connect) {
+		cp.Will = &packet.Will{Topic: willTopic, Payload: []byte("gone"), QoS: 1}
+		cp.Will.Properties.WillDelay = delay
+		cp.Will.Properties.Set(packet.PropWillDelay)
+		cp.Properties.SessionExpiry = 60
+		cp.Properties.Set(packet.PropSessionExpiry)
+	})
+}
+
+func (c *client) expectWithin(t *testing.T, d time.Duration) *paho.Publish {
+	t.Helper()
+	select {
+	case m := <-c.msgs:
+		return m
+	case <-time.After(d):
+		t.Fatalf("no message within %v", d)
+		return nil
+	}
+}
+
+// A $share group with members on two nodes, fed from a third: each message
+// goes to one member of the group ([MQTT-4.8.2-2]), the nodes take turns,
+// and when a member's node dies the group's messages go to the members
+// that are left.
+func TestShareGroupAcrossNodes(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	members := []*client{dial(t, addrs[0], "member-0"), dial(t, addrs[1], "member-1")}
+	for _, m := range members {
+		if sa, err := m.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "$share/g/work/#", QoS: 1}}}); err != nil || sa.Reasons[0] != 1 {
+			t.Fatalf("subscribe: %v %+v", err, sa)
+		}
+	}
+	pub := dial(t, addrs[2], "producer")
+	publish := func(from, n int) {
+		for i := from; i < from+n; i++ {
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "work/job", QoS: 1, Payload: []byte(fmt.Sprintf("job-%03d", i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	collect := func(want int) map[string][]int {
+		got := map[string][]int{}
+		deadline := time.After(15 * time.Second)
+		for n := 0; n < want; n++ {
+			select {
+			case m := <-members[0].msgs:
+				got[string(m.Payload)] = append(got[string(m.Payload)], 0)
+			case m := <-members[1].msgs:
+				got[string(m.Payload)] = append(got[string(m.Payload)], 1)
+			case <-deadline:
+				t.Fatalf("%d of %d messages arrived", n, want)
+			}
+		}
+		select {
+		case m := <-members[0].msgs:
+			t.Errorf("extra delivery %q", m.Payload)
+		case m := <-members[1].msgs:
+			t.Errorf("extra delivery %q", m.Payload)
+		case <-time.After(300 * time.Millisecond):
+		}
+		return got
+	}
+	publish(0, 40)
+	got := collect(40)
+	per := [2]int{}
+	for p, who := range got {
+		if len(who) != 1 {
+			t.Errorf("%s went to members %v, want exactly one", p, who)
+		}
+		per[who[0]]++
+	}
+	if per[0] == 0 || per[1] == 0 {
+		t.Errorf("deliveries per node %v: the group is not balanced across nodes", per)
+	}
+
+	srv := c.nodes[1].brk.Load()
+	c.kill(1)
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	srv.Close(closeCtx)
+	closeCancel()
+	publish(40, 20)
+	got = collect(20)
+	for p, who := range got {
+		if len(who) != 1 || who[0] != 0 {
+			t.Errorf("%s went to members %v after node 1 died, want member 0 only", p, who)
+		}
+	}
+}
+
+// A retained message with a Message Expiry Interval leaves the replicated
+// set on every node once it expires ([MQTT-3.3.2-5]: not delivered after
+// it), through the leader's RetainedExpire.
+func TestRetainedExpiresClusterWide(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pub := dial(t, addrs[0], "expiring-pub")
+	exp := uint32(1)
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "exp/r", QoS: 1, Retain: true, Payload: []byte("short-lived"),
+		Properties: &paho.PublishProperties{MessageExpiry: &exp}}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, func() error {
+		for i, nd := range c.nodes {
+			if _, ok := nd.FSM().Retained("exp/r"); !ok {
+				return fmt.Errorf("node %d has no retained exp/r", i)
+			}
+		}
+		return nil
+	})
+	eventually(t, 10*time.Second, func() error {
+		for i, nd := range c.nodes {
+			if n := nd.FSM().Stats().Retained; n != 0 {
+				return fmt.Errorf("node %d still holds %d retained messages", i, n)
+			}
+		}
+		return nil
+	})
+	late := dial(t, addrs[2], "late-reader")
+	if _, err := late.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "exp/#", QoS: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case m := <-late.msgs:
+		t.Fatalf("expired retained message delivered: %s %q", m.Topic, m.Payload)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+// The persistent session of a node that dies without leaving is adopted by
+// a surviving node: messages published while its client is away are queued
+// there, and the client reconnecting to any node gets them.
+func TestSessionOfKilledNodeIsAdopted(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	victim := 0
+	if c.leader(5*time.Second) == c.nodes[0] {
+		victim = 1
+	}
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[victim], "orphan", dev, true, 600)
+	a.subscribe("orphan/#", 1)
+	a.disconnect()
+	eventually(t, 5*time.Second, func() error {
+		if s, ok := c.nodes[2].FSM().Session("orphan"); !ok || len(s.Subscriptions) != 1 || s.Connected {
+			return fmt.Errorf("session not recorded offline with its subscription yet: %+v", s)
+		}
+		return nil
+	})
+
+	victimID := c.nodes[victim].ID()
+	srv := c.nodes[victim].brk.Load()
+	c.kill(victim)
+	closeCtx, closeCancel := context.WithTimeout(context.Background(), 5*time.Second)
+	srv.Close(closeCtx)
+	closeCancel()
+	eventually(t, 20*time.Second, func() error {
+		s, _ := c.nodes[2].FSM().Session("orphan")
+		if s.Owner == victimID || s.Owner == "" {
+			return fmt.Errorf("session still owned by %q", s.Owner)
+		}
+		return nil
+	})
+	pub := dial(t, addrs[2], "orphan-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 20 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "orphan/x", QoS: 1, Payload: []byte(fmt.Sprintf("o-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	survivor := 1 - victim // the other of nodes 0 and 1
+	b, ack := rawConnect(t, addrs[survivor], "orphan", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Error("CONNACK: session present 0, want 1 (the adopted session)")
+	}
+	waitDeliveries(t, dev, "o", 20)
+	b.disconnect()
+}

@@ -1,0 +1,254 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/fsm"
+	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
+)
+
+// watchInterval paces the leader's checks for dead nodes and due wills.
+const watchInterval = 200 * time.Millisecond
+
+// watchLoop runs on every node; on the leader it confirms node failures,
+// cleans up after them and fires the wills of connections that died with
+// their node.
+func (n *Node) watchLoop() {
+	defer n.wg.Done()
+	t := time.NewTicker(watchInterval)
+	defer t.Stop()
+	w := &watcher{missing: map[string]time.Time{}, orphaned: map[string]time.Time{}, firing: map[string]bool{}}
+	for tick := 1; ; tick++ {
+		select {
+		case <-n.stop:
+			return
+		case <-t.C:
+		}
+		if tick%10 == 0 {
+			n.healRoutes()
+		}
+		if !n.IsLeader() {
+			clear(w.missing)
+			clear(w.orphaned)
+			continue
+		}
+		n.watchNodes(w)
+		n.fireDueWills(w)
+		if tick%5 == 0 {
+			// Expired retained messages leave the replicated set; readers
+			// already skip them, this frees them.
+			if now := time.Now().UnixMilli(); n.fsm.RetainedExpiredBy(now) {
+				n.proposeAsync(&pb.Command{Op: &pb.Command_RetainedExpire{RetainedExpire: &pb.RetainedExpire{NowUnixMs: now}}})
+			}
+		}
+	}
+}
+
+// watcher is the leader's memory between checks.
+type watcher struct {
+	missing  map[string]time.Time // node id -> first seen absent from gossip
+	orphaned map[string]time.Time // will id -> first seen orphaned by a restart
+	firing   map[string]bool
+	done     chan string
+}
+
+// gossipView is what memberlist says of the other nodes: the incarnation
+// (run) of every node it has not declared dead.
+func (n *Node) gossipView() map[string]string {
+	out := map[string]string{}
+	for _, m := range n.ml.Members() {
+		if m.State == memberlist.StateDead || m.State == memberlist.StateLeft {
+			continue
+		}
+		var md meta
+		_ = json.Unmarshal(m.Meta, &md)
+		out[m.Name] = md.Run
+	}
+	return out
+}
+
+// watchNodes marks members that gossip declared dead as down for longer
+// than NodeDownAfter (their routes go with them: NodeDown), and members
+// that came back as up.
+func (n *Node) watchNodes(w *watcher) {
+	view := n.gossipView()
+	now := time.Now()
+	candidates := map[string]bool{}
+	if f := n.raft.GetConfiguration(); f.Error() == nil {
+		for _, s := range f.Configuration().Servers {
+			candidates[string(s.ID)] = true
+		}
+	}
+	for _, wl := range n.fsm.Wills() {
+		candidates[wl.NodeID] = true
+	}
+	for id := range candidates {
+		if id == n.cfg.NodeID {
+			continue
+		}
+		rec, known := n.fsm.Node(id)
+		if _, alive := view[id]; alive {
+			delete(w.missing, id)
+			if known && rec.State == fsm.NodeDown {
+				n.proposeAsync(&pb.Command{Op: &pb.Command_NodeUp{NodeUp: &pb.NodeUp{NodeId: id}}})
+			}
+			continue
+		}
+		since, ok := w.missing[id]
+		if !ok {
+			w.missing[id] = now
+			continue
+		}
+		if known || now.Sub(since) < n.cfg.NodeDownAfter {
+			continue
+		}
+		n.log.Warn("node confirmed down", "node", id, "absent_for", now.Sub(since).Round(time.Millisecond).String())
+		n.proposeAsync(&pb.Command{Op: &pb.Command_NodeDown{NodeDown: &pb.NodeDown{NodeId: id, AtUnixMs: since.UnixMilli()}}})
+		// Its connections are gone: its routes go too. Persistent sessions
+		// get theirs back where their clients reconnect.
+		for _, r := range n.fsm.RoutesOf(id) {
+			n.proposeAsync(&pb.Command{Op: &pb.Command_RouteSet{RouteSet: &pb.RouteSet{NodeId: id, Filter: r.Filter, Group: r.Group}}})
+		}
+	}
+}
+
+// fireDueWills publishes the wills whose connections died with their node
+// (down, or restarted: a will of an earlier run) once their delay passed,
+// then drops them.
+func (n *Node) fireDueWills(w *watcher) {
+	if w.done == nil {
+		w.done = make(chan string, 64)
+	}
+	for {
+		select {
+		case id := <-w.done:
+			delete(w.firing, id)
+			continue
+		default:
+		}
+		break
+	}
+	view := n.gossipView()
+	now := time.Now()
+	for _, wl := range n.fsm.Wills() {
+		if w.firing[wl.ID] {
+			continue
+		}
+		var since time.Time
+		if rec, ok := n.fsm.Node(wl.NodeID); ok && rec.State == fsm.NodeDown {
+			since = time.UnixMilli(rec.DownAtUnixMs)
+		} else if run, alive := view[wl.NodeID]; wl.NodeID == n.cfg.NodeID || alive {
+			if wl.NodeID == n.cfg.NodeID {
+				run = n.incarnation
+			}
+			if run == "" || willRun(wl.ID) == run {
+				continue
+			}
+			t, seen := w.orphaned[wl.ID]
+			if !seen {
+				t = now
+				w.orphaned[wl.ID] = t
+			}
+			since = t
+		} else {
+			continue
+		}
+		delay := time.Duration(min(wl.DelaySeconds, wl.SessionExpirySeconds)) * time.Second
+		if now.Before(since.Add(delay)) {
+			continue
+		}
+		w.firing[wl.ID] = true
+		delete(w.orphaned, wl.ID)
+		go func(wl fsm.Will) {
+			defer func() { w.done <- wl.ID }()
+			n.fireWill(wl)
+		}(wl)
+	}
+}
+
+// willRun is the run part of a will id (node/run/seq).
+func willRun(id string) string {
+	parts := strings.Split(id, "/")
+	if len(parts) < 3 {
+		return ""
+	}
+	return parts[len(parts)-2]
+}
+
+// fireWill publishes one will through this node's broker and drops it from
+// the cluster once every node with a route has it.
+func (n *Node) fireWill(wl fsm.Will) {
+	b := n.brk.Load()
+	if b == nil {
+		return
+	}
+	m := &broker.Message{Topic: wl.Topic, Payload: wl.Payload, QoS: wl.QoS, Retain: wl.Retain, Origin: wl.ClientID}
+	if err := packet.DecodeMessageProperties(wl.Properties, &m.Props); err != nil {
+		n.log.Warn("will with bad properties", "will", wl.ID, "err", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := b.PublishWill(ctx, m); err != nil {
+		n.log.Warn("will not published; retrying", "will", wl.ID, "client_id", wl.ClientID, "err", err)
+		return
+	}
+	n.log.Info("will of a lost connection published", "client_id", wl.ClientID, "node", wl.NodeID, "topic", wl.Topic)
+	cmd, _ := fsm.Encode(&pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: wl.ID}}})
+	if _, err := n.Propose(ctx, cmd); err != nil {
+		n.log.Warn("published will not cleared", "will", wl.ID, "err", err)
+	}
+}
+
+// proposeAsync proposes cmd in the background; the next check retries what
+// did not commit.
+func (n *Node) proposeAsync(cmd *pb.Command) {
+	b, err := fsm.Encode(cmd)
+	if err != nil {
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := n.Propose(ctx, b); err != nil {
+			n.log.Debug("proposal failed", "err", err)
+		}
+	}()
+}
+
+// healRoutes gives back routes this node's subscribers need and the cluster
+// lost: a leader that took this node for dead (a partition) removed them.
+func (n *Node) healRoutes() {
+	b := n.brk.Load()
+	if b == nil || !n.inContact() {
+		return
+	}
+	have := map[string]bool{}
+	for _, r := range n.fsm.RoutesOf(n.cfg.NodeID) {
+		if r.Group == "" {
+			have[r.Filter] = true
+		}
+	}
+	local := b.RoutedFilters()
+	if len(local) <= len(have) {
+		return
+	}
+	for _, f := range local {
+		if have[f] {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := n.SetRoute(ctx, f, 1)
+		cancel()
+		if err != nil {
+			n.log.Warn("lost route not restored", "topic", f, "err", err)
+			return
+		}
+		n.log.Info("lost route restored", "topic", f)
+	}
+}
