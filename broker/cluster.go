@@ -19,8 +19,9 @@ import (
 // Routes are per filter: this node tells the cluster when its first local
 // subscriber of a filter appears and when its last goes, and the cluster
 // sends it every message published elsewhere whose topic the filter
-// matches (DeliverForwarded). Shared subscriptions stay local to a node for
-// now.
+// matches (DeliverForwarded). A cluster may also move sessions and keep
+// wills (SessionCluster) and balance share groups across nodes
+// (ShareCluster).
 type Cluster interface {
 	// SetRoute records that this node has members local subscribers of
 	// filter (0: none left). It returns once the route is in force on every
@@ -48,14 +49,38 @@ type Cluster interface {
 // changes no retained state here (the node that received it from its
 // publisher keeps that).
 func (s *Server) DeliverForwarded(ctx context.Context, m *Message) error {
-	s.stats.MessagesIn.Add(1)
-	placed := make(chan struct{})
-	s.routeLocal(m, nil, nil, ackTo{done: placed}, false)
+	return s.DeliverForwardedBatch(ctx, []*Message{m})
+}
+
+// DeliverForwardedBatch is DeliverForwarded for several messages, in
+// order; it returns once all of them are placed.
+func (s *Server) DeliverForwardedBatch(ctx context.Context, ms []*Message) error {
+	s.stats.MessagesIn.Add(int64(len(ms)))
+	b := &placedBatch{done: make(chan struct{})}
+	b.left.Store(int32(len(ms)) + 1)
+	for _, m := range ms {
+		s.routeLocal(m, nil, nil, ackTo{batch: b}, false)
+	}
+	b.placed()
 	select {
-	case <-placed:
+	case <-b.done:
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// placedBatch closes done once every message of a forwarded batch is
+// placed (one more count is held by the deliverer until it has routed
+// them all).
+type placedBatch struct {
+	left atomic.Int32
+	done chan struct{}
+}
+
+func (b *placedBatch) placed() {
+	if b.left.Add(-1) == 0 {
+		close(b.done)
 	}
 }
 

@@ -48,6 +48,9 @@ type conn struct {
 	// pubsIn are packets counted and not yet added to Stats (sys.go).
 	pubBucket      *publishBucket
 	pktsIn, pubsIn int64
+	qosIn          [3]int32 // pubsIn by QoS
+	// since is when the connection was accepted (unix ns; admin API).
+	since int64
 	// in is nc counting the bytes read into Stats.BytesIn: head's source.
 	in countingConn
 	// pending counts this connection's store writes not yet durable.
@@ -75,6 +78,7 @@ type conn struct {
 	closed    bool
 	aliasOut  map[string]uint16 // owned by the flushing goroutine
 	aliasNext uint16
+	qosOut    [3]int32 // PUBLISHes encoded by QoS, not yet in Stats (flushing goroutine)
 }
 
 // outItem is one packet waiting in a connection's write queue: a control
@@ -88,7 +92,7 @@ type outItem struct {
 }
 
 func newConn(s *Server, nc net.Conn) *conn {
-	c := &conn{srv: s, nc: nc}
+	c := &conn{srv: s, nc: nc, since: time.Now().UnixNano()}
 	if sc, ok := nc.(syscall.Conn); ok {
 		c.raw, _ = sc.SyscallConn()
 	}
@@ -341,6 +345,7 @@ func (c *conn) writeInline() {
 		buf = c.encode(buf, &q[i])
 	}
 	c.srv.stats.PacketsOut.Add(int64(len(q)))
+	c.addQoSOut()
 	n, err := c.tryWrite(buf)
 	clear(q)
 	c.wmu.Lock()
@@ -450,6 +455,7 @@ func (c *conn) flush() {
 		if len(buf) > 0 {
 			c.write(buf)
 		}
+		c.addQoSOut()
 		*bp = buf[:0]
 		clear(q)
 		c.wmu.Lock()
@@ -513,6 +519,7 @@ func (c *conn) encodePublish(buf []byte, o *outMsg) []byte {
 		return buf[:start]
 	}
 	c.srv.stats.MessagesOut.Add(1)
+	c.qosOut[min(o.qos, 2)]++
 	return buf
 }
 

@@ -34,6 +34,10 @@ type SessionCluster interface {
 	// SetSubscriptions records the subscriptions of a claimed persistent
 	// session, so that they move with it even when this node dies.
 	SetSubscriptions(clientID string, epoch uint64, subs []Subscription)
+	// WillFired reports whether the cluster already published the will
+	// SetWill registered as id (it took this node for dead): the broker
+	// then does not publish it again.
+	WillFired(id string) bool
 }
 
 // SessionClaim is what a CONNECT asks of the cluster.
@@ -52,8 +56,9 @@ type SessionTransfer struct {
 	// messages in flight (with their packet ids) then queued, and the QoS 2
 	// packet ids its client has not released. Nil when there is none.
 	Record *SessionRecord
-	// Finish, when set, completes the move (see ClaimSession).
-	Finish func(ctx context.Context) ([]StoredMessage, error)
+	// Finish, when set, completes the move (see ClaimSession): it returns
+	// the session as the previous owner held it in the end.
+	Finish func(ctx context.Context) (*SessionRecord, error)
 }
 
 // WillRecord is a will as the cluster keeps it.
@@ -104,7 +109,8 @@ func (c *conn) claimSession(cp *packet.Connect) (*SessionTransfer, bool) {
 func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool, expiry uint32) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
 	defer cancel()
-	if cp.CleanStart || tr.Record == nil {
+	if cp.CleanStart {
+		// Nothing of the old session is kept, but the old owner ends it.
 		if tr.Finish != nil {
 			if _, err := tr.Finish(ctx); err != nil {
 				s.log.Warn("session takeover not finished", "client_id", cp.ClientID, "err", err)
@@ -112,19 +118,63 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 		}
 		return
 	}
+	if tr.Record == nil && tr.Finish == nil {
+		return
+	}
 	rec := tr.Record
+	if rec == nil {
+		rec = &SessionRecord{ClientID: cp.ClientID}
+	}
 	ss := newSession(s, cp.ClientID)
 	ss.persistent, ss.expiry, ss.version = persistent, expiry, cp.Version
 	ss.importing = true
-	var first []shareRef
 	s.mu.Lock()
 	old := s.sessions[cp.ClientID]
 	if old != nil {
 		s.dropLocked(old)
 	}
 	s.sessions[ss.id] = ss
+	s.mu.Unlock()
+	if old != nil {
+		s.finishDrop(old)
+	}
+	s.installSubscriptions(ss, rec)
+	seen := make(msgSet)
+	s.importRecord(ss, rec, seen, true)
+	if tr.Finish == nil {
+		s.releasePending(ss, seen)
+		return
+	}
+	tail, err := tr.Finish(ctx)
+	if err == nil {
+		s.installSubscriptions(ss, tail)
+		s.importRecord(ss, tail, seen, true)
+		s.releasePending(ss, seen)
+		return
+	}
+	// The previous node is slow to answer: the client gets its session
+	// now, with what came in the first step; deliveries published since
+	// wait (in order) until the rest arrives or the move is given up.
+	s.log.Warn("session takeover not finished yet; finishing in the background", "client_id", ss.id, "err", err)
+	go s.finishLater(ss, tr.Finish, seen)
+}
+
+// installSubscriptions adds the subscriptions of rec that ss lacks, and
+// waits until the cluster routes them here.
+func (s *Server) installSubscriptions(ss *session, rec *SessionRecord) {
+	if rec == nil {
+		return
+	}
+	var first []shareRef
 	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return
+	}
 	for _, sub := range rec.Subscriptions {
+		if _, ok := ss.subs[sub.Filter]; ok {
+			continue
+		}
 		ss.subs[sub.Filter] = sub
 		if replaced, _ := s.subs.Add(sub.Real, sub.Group, ss.id, subValue{sess: ss, opts: sub.Opts, subID: sub.SubID}); !replaced && s.routeAdded(sub.Real, sub.Group) {
 			first = append(first, shareRef{filter: sub.Real, group: sub.Group})
@@ -132,37 +182,61 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	}
 	ss.nsubs.Store(int32(len(ss.subs)))
 	ss.mu.Unlock()
-	s.mu.Unlock()
-	if old != nil {
-		s.finishDrop(old)
-	}
 	for _, r := range first {
 		if err := s.setRouteOf(r.filter, r.group, 1); err != nil {
 			s.log.Warn("route of a moved session not recorded", "client_id", ss.id, "topic", r.filter, "group", r.group, "err", err)
 		}
 	}
-	var tail []StoredMessage
-	if tr.Finish != nil {
-		var err error
-		if tail, err = tr.Finish(ctx); err != nil {
-			s.log.Warn("session takeover not finished: messages that reached the previous node meanwhile stay there",
-				"client_id", ss.id, "err", err)
-		}
-	}
+}
 
+// finishLater retries the second step of a move until it succeeds or the
+// previous node would have ended the session anyway (moveTimeout).
+func (s *Server) finishLater(ss *session, finish func(context.Context) (*SessionRecord, error), seen msgSet) {
+	deadline := time.Now().Add(moveTimeout)
+	wait := 200 * time.Millisecond
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		tail, err := finish(ctx)
+		cancel()
+		if err == nil {
+			s.installSubscriptions(ss, tail)
+			s.importRecord(ss, tail, seen, false)
+			break
+		}
+		if time.Now().After(deadline) {
+			s.log.Warn("session takeover given up: messages that reached the previous node meanwhile stay there",
+				"client_id", ss.id, "err", err)
+			break
+		}
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Second)
+	}
+	s.releasePending(ss, seen)
+}
+
+// importRecord adds the messages and QoS 2 state of a handed-over record
+// to ss, skipping messages seen before; wait says whether to wait until
+// the store has them (before the CONNACK).
+func (s *Server) importRecord(ss *session, rec *SessionRecord, seen msgSet, wait bool) {
+	if rec == nil {
+		return
+	}
 	ss.mu.Lock()
+	// Deliveries are held back while importing; the imported messages
+	// themselves go through.
+	held := ss.importing
 	ss.importing = false
-	pending := ss.pending
-	ss.pending = nil
 	var ops []StoreOp
-	if ss.stored() {
+	if ss.stored() && !ss.wasStored {
 		ops = append(ops, ss.sessionOp(0))
 	}
-	seen := make(msgSet)
 	for i := range rec.Messages {
 		ops = ss.importLocked(&rec.Messages[i], seen, ops)
 	}
 	for _, id := range rec.AwaitingRel {
+		if _, ok := ss.awaitingRel[id]; ok {
+			continue
+		}
 		if ss.awaitingRel == nil {
 			ss.awaitingRel = make(map[uint16]struct{})
 		}
@@ -171,9 +245,28 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 			ops = append(ops, StoreOp{Kind: OpAddRel, ClientID: ss.id, PacketID: id})
 		}
 	}
-	for i := range tail {
-		ops = ss.importLocked(&tail[i], seen, ops)
+	ss.importing = held
+	start := ss.conn
+	if start != nil {
+		ss.refill()
 	}
+	ss.mu.Unlock()
+	s.commitOps(ops, wait)
+	if start != nil {
+		go start.flush()
+	}
+}
+
+// releasePending ends the holding back of deliveries: those that came
+// while the session was moving are placed, less the ones seen in the
+// handed-over state.
+func (s *Server) releasePending(ss *session, seen msgSet) {
+	ss.mu.Lock()
+	ss.importing = false
+	pending := ss.pending
+	ss.pending = nil
+	var ops []StoreOp
+	var start *conn
 	for _, o := range pending {
 		if seen.has(o.msg) {
 			continue
@@ -182,15 +275,30 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 			if op.Kind != 0 {
 				ops = append(ops, op)
 			}
-			ss.placeLocked(o)
+			if c := ss.placeLocked(o); c != nil {
+				start = c
+			}
 		}
 	}
 	ss.mu.Unlock()
-	if len(ops) > 0 {
-		done := make(chan struct{})
-		s.commit(ops, func() { close(done) })
-		<-done
+	s.commitOps(ops, true)
+	if start != nil {
+		go start.flush()
 	}
+}
+
+// commitOps commits ops, waiting for the store when wait is set.
+func (s *Server) commitOps(ops []StoreOp, wait bool) {
+	if len(ops) == 0 {
+		return
+	}
+	if !wait {
+		s.commit(ops, nil)
+		return
+	}
+	done := make(chan struct{})
+	s.commit(ops, func() { close(done) })
+	<-done
 }
 
 // msgKey names a message across the cluster (Message.Node, Message.ID).
@@ -243,6 +351,11 @@ func (ss *session) importLocked(sm *StoredMessage, seen msgSet, ops []StoreOp) [
 	if sm.Released {
 		o.state = stateRel
 		ss.inflight = append(ss.inflight, o)
+		if c := ss.conn; c != nil {
+			// Imported after the connection was attached: resume has
+			// passed, so the PUBREL goes now.
+			c.enqueueAck(packet.PUBREL, o.packetID, packet.Success)
+		}
 	} else {
 		ss.queue.push(o)
 	}
@@ -284,7 +397,7 @@ func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
 	// The session lives on with a new connection: a will waiting for its
 	// delay is cancelled ([MQTT-3.1.3-9]).
 	s.cancelPendingWillLocked(ss)
-	rec := ss.exportLocked()
+	rec := ss.exportLocked(false)
 	if ss.moveTimer == nil {
 		ss.moveTimer = time.AfterFunc(moveTimeout, func() { s.FinishHandOver(clientID) })
 	}
@@ -292,9 +405,11 @@ func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
 	return rec, true
 }
 
-// FinishHandOver ends a session handed over by HandOver and returns the
-// messages it collected since; false when there is none.
-func (s *Server) FinishHandOver(clientID string) ([]StoredMessage, bool) {
+// FinishHandOver ends a session handed over by HandOver and returns it as
+// it is now: what HandOver returned and what it collected since (the new
+// owner meets the repeated messages once, by their ids); false when there
+// is none.
+func (s *Server) FinishHandOver(clientID string) (*SessionRecord, bool) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	if ss == nil || !ss.moving {
@@ -302,7 +417,7 @@ func (s *Server) FinishHandOver(clientID string) ([]StoredMessage, bool) {
 		return nil, false
 	}
 	ss.mu.Lock()
-	rec := ss.exportLocked()
+	rec := ss.exportLocked(true)
 	if ss.moveTimer != nil {
 		ss.moveTimer.Stop()
 		ss.moveTimer = nil
@@ -311,7 +426,7 @@ func (s *Server) FinishHandOver(clientID string) ([]StoredMessage, bool) {
 	ss.mu.Unlock()
 	s.mu.Unlock()
 	s.finishDrop(ss)
-	return rec.Messages, true
+	return rec, true
 }
 
 // DropSession ends the local session of clientID without publishing its
@@ -339,15 +454,26 @@ func (s *Server) DropSession(clientID string) {
 // PersistentSessions lists the client ids of this broker's sessions that
 // outlive their connections.
 func (s *Server) PersistentSessions() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var ids []string
-	for id, ss := range s.sessions {
-		if ss.persistent {
-			ids = append(ids, id)
+	for _, ss := range s.allSessions() {
+		ss.mu.Lock()
+		if ss.persistent && !ss.ended {
+			ids = append(ids, ss.id)
 		}
+		ss.mu.Unlock()
 	}
 	return ids
+}
+
+// allSessions returns the registered sessions.
+func (s *Server) allSessions() []*session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	all := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		all = append(all, ss)
+	}
+	return all
 }
 
 // dropLocked unregisters ss and queues its store deletion. Caller holds
@@ -374,32 +500,37 @@ func (s *Server) finishDrop(ss *session) {
 	s.sessionEnded(ss)
 }
 
-// exportLocked returns the session as a record and empties it: messages in
-// flight keep their packet ids, queued ones leave theirs behind. Caller
-// holds ss.mu.
-func (ss *session) exportLocked() *SessionRecord {
+// exportLocked returns the session as a record, and empties it when empty
+// is set: messages in flight keep their packet ids, queued ones leave
+// theirs behind. Caller holds ss.mu.
+func (ss *session) exportLocked(empty bool) *SessionRecord {
 	rec := &SessionRecord{ClientID: ss.id, Version: byte(ss.version), Expiry: ss.expiry, Username: ss.info.Username}
 	for _, sub := range ss.subs {
 		rec.Subscriptions = append(rec.Subscriptions, sub)
 	}
 	for i := range ss.inflight {
-		o := &ss.inflight[i]
-		rec.Messages = append(rec.Messages, *o.record())
-		ss.retire(o)
+		rec.Messages = append(rec.Messages, *ss.inflight[i].record())
 	}
-	clear(ss.inflight)
-	ss.inflight = ss.inflight[:0]
-	for ss.queue.len() > 0 {
-		o := ss.queue.pop()
+	ss.queue.each(func(o *outMsg) {
 		sm := o.record()
 		sm.PacketID, sm.Seq = 0, 0
 		rec.Messages = append(rec.Messages, *sm)
-		ss.retire(&o)
-	}
+	})
 	for id := range ss.awaitingRel {
 		rec.AwaitingRel = append(rec.AwaitingRel, id)
 	}
-	ss.awaitingRel = nil
+	if empty {
+		for i := range ss.inflight {
+			ss.retire(&ss.inflight[i])
+		}
+		clear(ss.inflight)
+		ss.inflight = ss.inflight[:0]
+		for ss.queue.len() > 0 {
+			o := ss.queue.pop()
+			ss.retire(&o)
+		}
+		ss.awaitingRel = nil
+	}
 	return rec
 }
 
@@ -525,18 +656,10 @@ func (s *Server) SetSessionEpoch(clientID string, epoch uint64) {
 // OfflineSessions lists the persistent sessions with no connection that
 // are neither moving to nor arriving from another node.
 func (s *Server) OfflineSessions() []string {
-	s.mu.Lock()
-	all := make([]*session, 0, len(s.sessions))
-	for _, ss := range s.sessions {
-		if ss.persistent {
-			all = append(all, ss)
-		}
-	}
-	s.mu.Unlock()
 	var ids []string
-	for _, ss := range all {
+	for _, ss := range s.allSessions() {
 		ss.mu.Lock()
-		if ss.conn == nil && !ss.moving && !ss.importing && !ss.ended {
+		if ss.persistent && ss.conn == nil && !ss.moving && !ss.importing && !ss.ended {
 			ids = append(ids, ss.id)
 		}
 		ss.mu.Unlock()
@@ -601,4 +724,31 @@ func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64) {
 		}
 	}
 	s.log.Info("session of a lost node adopted", "client_id", ss.id, "subscriptions", len(rec.Subscriptions))
+}
+
+// willFired reports whether the cluster already published will id.
+func (s *Server) willFired(id string) bool {
+	if id == "" {
+		return false
+	}
+	sc := s.sessionCluster()
+	return sc != nil && sc.WillFired(id)
+}
+
+// Fence closes every client connection (DISCONNECT 0x9C use another server
+// to 5.0 clients): the cluster took this node for dead while it could not
+// tell, published the wills of its connections and gave its persistent
+// sessions to other nodes, so its clients must reconnect. Wills the
+// cluster published are not published again.
+func (s *Server) Fence() int {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.disconnect(packet.UseAnotherServer)
+	}
+	return len(conns)
 }

@@ -128,7 +128,7 @@ func (c *conn) teardown() {
 	s.stats.Connected.Add(-1)
 	var will *Message
 	var willDelay time.Duration
-	if c.will != nil && !c.graceful {
+	if c.will != nil && !c.graceful && !s.willFired(c.willID) {
 		will = willMessage(c.will, c.clientID, time.Now())
 		willDelay = time.Duration(c.will.Properties.WillDelay) * time.Second
 	}
@@ -196,7 +196,7 @@ func (s *Server) fireWill(ss *session) {
 	will, willID := ss.pendingWill, ss.pendingWillID
 	ss.pendingWill, ss.willTimer, ss.pendingWillID = nil, nil, ""
 	ss.mu.Unlock()
-	if will != nil {
+	if will != nil && !s.willFired(willID) {
 		s.publish(will, nil, nil, ackTo{})
 	}
 	s.clearWill(willID)
@@ -281,7 +281,7 @@ func (s *Server) sessionEnded(ss *session) {
 			}
 		}()
 	}
-	if will != nil {
+	if will != nil && !s.willFired(willID) {
 		s.publish(will, nil, nil, ackTo{})
 	}
 	s.clearWill(willID)

@@ -48,8 +48,26 @@ func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 	if m.Retain && s.cluster != nil {
 		// The replicated set, not this node, keeps it.
 		retainHere = false
-		if code := s.retainInCluster(m); code != packet.Success && from != nil && from.version == packet.V5 {
-			ack.code = code
+		if code := s.retainInCluster(m); code != packet.Success && from != nil {
+			if from.version < packet.V5 && m.QoS > 0 {
+				// 3.1.1 cannot say "not retained" in a PUBACK/PUBREC:
+				// rather than acknowledge what the cluster did not record,
+				// close the connection; the client sends it again
+				// ([MQTT-3.3.5-2] allows closing instead of acknowledging).
+				if m.QoS == 2 {
+					// Not received after all: the resent PUBLISH must be
+					// taken as new.
+					ss := from.sess
+					ss.mu.Lock()
+					delete(ss.awaitingRel, ack.id)
+					ss.mu.Unlock()
+				}
+				from.closeNow()
+				return
+			}
+			if from.version == packet.V5 {
+				ack.code = code
+			}
 		}
 	}
 	ack = s.forward(m, ack)
@@ -153,16 +171,19 @@ func (s *Server) place(m *Message, preps []prepared, ack ackTo, retain bool, kic
 // ackTo is the acknowledgement a publisher is owed once its message is
 // routed: PUBACK or PUBREC with the packet id, or nothing (zero value).
 type ackTo struct {
-	c    *conn
-	t    packet.Type
-	id   uint16
-	code packet.ReasonCode // the acknowledgement's reason code (5.0)
-	join *joinAcks         // set: the acknowledgement also waits for other nodes
-	done chan struct{}     // set: closed instead (a forwarded message is placed)
+	c     *conn
+	t     packet.Type
+	id    uint16
+	code  packet.ReasonCode // the acknowledgement's reason code (5.0)
+	join  *joinAcks         // set: the acknowledgement also waits for other nodes
+	done  chan struct{}     // set: closed instead (a forwarded message is placed)
+	batch *placedBatch      // set: counted instead (a forwarded batch is placed)
 }
 
 func (a ackTo) send(kicker *conn) {
 	switch {
+	case a.batch != nil:
+		a.batch.placed()
 	case a.done != nil:
 		close(a.done)
 	case a.join != nil:

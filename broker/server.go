@@ -14,7 +14,7 @@ import (
 	"github.com/mqcluster/mqcluster/broker/topic"
 )
 
-// ErrClosed is returned by Serve after Close.
+// ErrClosed is returned by Serve after Close or Drain.
 var ErrClosed = errors.New("broker: server closed")
 
 // Options are the collaborators of a Server; every one may be nil.
@@ -57,6 +57,7 @@ type Server struct {
 	perIP     map[string]int
 	connects  *rateLimiter
 	closed    bool
+	draining  bool // Drain: no new connections (drain.go)
 	wg        sync.WaitGroup
 
 	routes        routeCounts
@@ -101,6 +102,10 @@ type Stats struct {
 	// RateLimitedPublishes counts PUBLISHes over MaxPublishRate: refused,
 	// dropped or held back (see ratelimit.go).
 	RateLimitedPublishes atomic.Int64
+	// PublishesInQoS splits PublishesIn and MessagesOutQoS MessagesOut by
+	// QoS; each connection adds its counts once per read or write batch.
+	PublishesInQoS [3]atomic.Int64
+	MessagesOutQoS [3]atomic.Int64
 }
 
 // New builds a server. It does not listen yet: call Serve.
@@ -150,11 +155,11 @@ func New(cfg Config, opts Options) (*Server, error) {
 // Stats returns the live counters.
 func (s *Server) Stats() *Stats { return &s.stats }
 
-// Serve accepts connections on ln until Close. It always returns a non-nil
-// error; after Close it is ErrClosed.
+// Serve accepts connections on ln until Close or Drain. It always returns a
+// non-nil error; after Close or Drain it is ErrClosed.
 func (s *Server) Serve(ln net.Listener) error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
 		ln.Close()
 		return ErrClosed
@@ -166,7 +171,7 @@ func (s *Server) Serve(ln net.Listener) error {
 		nc, err := ln.Accept()
 		if err != nil {
 			s.mu.Lock()
-			closed := s.closed
+			closed := s.closed || s.draining
 			s.mu.Unlock()
 			if closed {
 				return ErrClosed
@@ -189,7 +194,7 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) accept(nc net.Conn) {
 	c := newConn(s, nc)
 	s.mu.Lock()
-	if s.closed {
+	if s.closed || s.draining {
 		s.mu.Unlock()
 		nc.Close()
 		return

@@ -282,8 +282,9 @@ func (c *conn) onConnected() {
 // call rather than per packet.
 func (c *conn) countIn(pk packet.Packet) {
 	c.pktsIn++
-	if _, ok := pk.(*packet.Publish); ok {
+	if p, ok := pk.(*packet.Publish); ok {
 		c.pubsIn++
+		c.qosIn[min(p.QoS, 2)]++
 	}
 	if c.rd.Buffered() == 0 {
 		c.flushCounts()
@@ -299,6 +300,12 @@ func (c *conn) flushCounts() {
 	if c.pubsIn != 0 {
 		c.srv.stats.PublishesIn.Add(c.pubsIn)
 		c.pubsIn = 0
+		for q, n := range c.qosIn {
+			if n != 0 {
+				c.srv.stats.PublishesInQoS[q].Add(int64(n))
+				c.qosIn[q] = 0
+			}
+		}
 	}
 }
 

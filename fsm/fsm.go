@@ -106,6 +106,9 @@ type FSM struct {
 	applied  atomic.Uint64
 	ignored  atomic.Uint64
 	rejected atomic.Uint64
+	// downs counts, per node id, the NodeDown entries this replica applied
+	// that marked the node down (local: not part of the replicated state).
+	downs    sync.Map // string -> *atomic.Uint64
 	restores atomic.Uint64
 
 	fatal  atomic.Pointer[FatalError]
@@ -228,6 +231,10 @@ func (f *FSM) Apply(l *raft.Log) any {
 	if err != nil {
 		f.rejected.Add(1)
 		changed = 0
+	}
+	if nd := c.GetNodeDown(); nd != nil && changed != 0 {
+		v, _ := f.downs.LoadOrStore(nd.GetNodeId(), new(atomic.Uint64))
+		v.(*atomic.Uint64).Add(1)
 	}
 	f.notify(changed)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 
 	"github.com/mqcluster/mqcluster/broker/topic"
 )
@@ -284,4 +285,21 @@ func (f *FSM) RetainedExpiredBy(nowMs int64) bool {
 		}
 	}
 	return false
+}
+
+// RetainedCount is the number of retained messages in the replicated set.
+func (f *FSM) RetainedCount() int {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return len(f.st.Load().retained)
+}
+
+// DownCount is how many times this replica has applied a NodeDown that
+// marked node id down. A node compares its own count to learn that the
+// cluster took it for dead while it could not tell (a partition, a pause).
+func (f *FSM) DownCount(id string) uint64 {
+	if v, ok := f.downs.Load(id); ok {
+		return v.(*atomic.Uint64).Load()
+	}
+	return 0
 }

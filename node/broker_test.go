@@ -276,6 +276,10 @@ func TestMinorityRefusesRaftOperationsKeepsLocalTraffic(t *testing.T) {
 	if m := local.expect(t); m.Topic != "local/retained" {
 		t.Fatalf("got %q", m.Topic)
 	}
+	// A 3.1.1 retained PUBLISH that the cluster cannot record is not
+	// acknowledged: 3.1.1 has no reason code, so the connection closes and
+	// the client will send it again.
+	assertV311RetainedRefused(t, addrs[0])
 	// A persistent session cannot be claimed without a quorum: CONNACK
 	// 0x88 server unavailable, within the cluster timeout.
 	start = time.Now()
@@ -373,4 +377,32 @@ func TestRestartReconcilesRoutes(t *testing.T) {
 		}
 		return nil
 	})
+}
+
+func assertV311RetainedRefused(t *testing.T, addr string) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	write := func(p packet.Packet) {
+		b, err := p.Append(nil, packet.V311)
+		if err != nil {
+			t.Fatal(err)
+		}
+		nc.Write(b)
+	}
+	write(&packet.Connect{ProtocolName: "MQTT", Version: packet.V311, CleanStart: true, KeepAlive: 30, ClientID: "v311-retainer"})
+	rd := packet.NewReader(nc, 1<<20)
+	rd.SetVersion(packet.V311)
+	nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if pk, err := rd.ReadPacket(); err != nil || pk.Type() != packet.CONNACK {
+		t.Fatalf("3.1.1 connect: %v %v", pk, err)
+	}
+	write(&packet.Publish{QoS: 1, Retain: true, Topic: "local/v311", PacketID: 1, Payload: []byte("r")})
+	pk, err := rd.ReadPacket()
+	if err == nil {
+		t.Fatalf("3.1.1 retained PUBLISH in a minority answered with %v, want the connection closed", pk.Type())
+	}
 }

@@ -73,33 +73,34 @@ func (n *Node) setRoute(ctx context.Context, filter, group string, members int) 
 
 // Forward sends m to every other node with a matching route.
 func (n *Node) Forward(m *broker.Message, done func(error)) bool {
-	matches := n.fsm.MatchRoutes(m.Topic, nil)
-	var targets []string
-	plain := map[string]bool{}
-	shared := map[string][]*pb.SharedTarget{}
+	mp := matchPool.Get().(*[]fsm.RouteMatch)
+	matches := n.fsm.MatchRoutes(m.Topic, (*mp)[:0])
+	defer func() {
+		clear(matches)
+		*mp = matches[:0]
+		matchPool.Put(mp)
+	}()
+	var buf [4]fwdTarget
+	targets := buf[:0]
+	var shared map[string][]*pb.SharedTarget
 	var cands map[shareKey][]string
-	addTarget := func(id string) {
-		if !slices.Contains(targets, id) {
-			targets = append(targets, id)
-		}
-	}
 	for i, r := range matches {
 		if r.Members == 0 {
 			continue
 		}
 		if r.Group != "" {
 			if !m.SharesSet {
+				shared = map[string][]*pb.SharedTarget{}
 				cands = n.pickShares(m, matches[i:], shared)
 			}
 			continue
 		}
 		if r.NodeID != n.cfg.NodeID {
-			addTarget(r.NodeID)
-			plain[r.NodeID] = true
+			targets = addTarget(targets, r.NodeID, true)
 		}
 	}
 	for id := range shared {
-		addTarget(id)
+		targets = addTarget(targets, id, false)
 	}
 	if len(targets) == 0 {
 		return false
@@ -111,10 +112,30 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 	}
 	j := &forwardJob{n: n, m: m, props: props, done: done, cands: cands}
 	j.left.Store(int32(len(targets)))
-	for _, peer := range targets {
-		j.send(peer, shared[peer], !plain[peer], nil)
+	for _, t := range targets {
+		j.send(t.peer, shared[t.peer], !t.plain, nil)
 	}
 	return true
+}
+
+// matchPool recycles the route matches of Forward.
+var matchPool = sync.Pool{New: func() any { s := make([]fsm.RouteMatch, 0, 8); return &s }}
+
+// fwdTarget is one node a message goes to; plain: for its own non-shared
+// subscribers (not only for share groups).
+type fwdTarget struct {
+	peer  string
+	plain bool
+}
+
+func addTarget(ts []fwdTarget, peer string, plain bool) []fwdTarget {
+	for i := range ts {
+		if ts[i].peer == peer {
+			ts[i].plain = ts[i].plain || plain
+			return ts
+		}
+	}
+	return append(ts, fwdTarget{peer, plain})
 }
 
 // forwardJob is one message on its way to the other nodes. A node picked
@@ -217,7 +238,12 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 	if b == nil {
 		return errNoBroker
 	}
+	ms := make([]*broker.Message, 0, len(msgs))
 	for _, fm := range msgs {
+		if id := fm.KickClientId; id != "" {
+			b.Kick(id)
+			continue
+		}
 		m := &broker.Message{Topic: fm.Topic, Payload: fm.Payload, QoS: byte(min(fm.Qos, 2)), Retain: fm.Retain,
 			Origin: fm.OriginClientId, Node: fm.OriginNode, ID: fm.MsgId}
 		if m.Node == d.n.cfg.NodeID {
@@ -236,11 +262,9 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 		if fm.ExpiresAtUnixMs != 0 {
 			m.ExpiresAt = fm.ExpiresAtUnixMs * int64(time.Millisecond)
 		}
-		if err := b.DeliverForwarded(ctx, m); err != nil {
-			return err
-		}
+		ms = append(ms, m)
 	}
-	return nil
+	return b.DeliverForwardedBatch(ctx, ms)
 }
 
 // peerIDs lists the transport's peers.
@@ -413,3 +437,6 @@ func (n *Node) pickShares(m *broker.Message, matches []fsm.RouteMatch, shared ma
 
 // shareKey names a share group of a filter.
 type shareKey struct{ filter, group string }
+
+// RetainedCount is the size of the replicated retained set (for $SYS).
+func (n *Node) RetainedCount() int { return n.fsm.RetainedCount() }

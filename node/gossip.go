@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"slices"
 	"strconv"
 	"time"
 
@@ -55,6 +54,7 @@ func (n *Node) startGossip() error {
 	mc.AdvertisePort = 0
 	m, _ := json.Marshal(meta{Raft: n.RaftAddr(), GRPC: n.grpcAddr, Run: n.incarnation})
 	mc.Delegate = &delegate{meta: m}
+	mc.Events = &n.roster
 	mc.Logger = nil
 	mc.LogOutput = logWriter{n.log.With("component", "memberlist")}
 	if len(n.cfg.GossipKey) > 0 {
@@ -116,31 +116,10 @@ func (n *Node) inContact() bool {
 // member is one node as memberlist announces it.
 type member struct {
 	id, raft, grpc string
+	run            string // the node's incarnation
 }
 
-func (n *Node) members() []member {
-	var out []member
-	for _, m := range n.ml.Members() {
-		if m.State != memberlist.StateAlive {
-			continue
-		}
-		var md meta
-		if json.Unmarshal(m.Meta, &md) != nil || md.Raft == "" {
-			continue
-		}
-		out = append(out, member{id: m.Name, raft: md.Raft, grpc: md.GRPC})
-	}
-	slices.SortFunc(out, func(a, b member) int {
-		switch {
-		case a.id < b.id:
-			return -1
-		case a.id > b.id:
-			return 1
-		}
-		return 0
-	})
-	return out
-}
+func (n *Node) members() []member { return n.roster.aliveMembers() }
 
 // bootstrapLoop bootstraps Raft once BootstrapExpect members see each
 // other, if this node has no Raft state yet and has the lowest id among
@@ -216,6 +195,9 @@ func (n *Node) reconcileLoop() {
 			}
 		}
 		for _, m := range n.members() {
+			if n.wasRemoved(m.id, m.run) {
+				continue // removed on purpose; a new run of it may come back
+			}
 			s, ok := known[raft.ServerID(m.id)]
 			switch {
 			case !ok && voters < n.cfg.MaxVoters:

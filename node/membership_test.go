@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/mqcluster/mqcluster/fsm"
 )
 
 // suffrage returns the voters and non-voters in n's Raft configuration.
@@ -114,4 +116,47 @@ func TestGossipKeyKeepsStrangersOut(t *testing.T) {
 			t.Fatal("a node with another gossip key joined")
 		}
 	}
+}
+
+// A follower that leaves on purpose (scale-down) goes through the leader:
+// it is out of the Raft configuration, recorded as removed, and not added
+// back while that run of it is still in gossip; the rest keeps a quorum.
+// Its persistent session is adopted by a node that remains.
+func TestFollowerLeaveThroughLeader(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	ld := c.leader(5 * time.Second)
+	leaving := 0
+	if ld == c.nodes[0] {
+		leaving = 1
+	}
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[leaving], "leaver-session", dev, true, 600)
+	a.subscribe("leave/#", 1)
+	a.disconnect()
+	id := c.nodes[leaving].ID()
+	if err := c.nodes[leaving].Leave(); err != nil {
+		t.Fatalf("leave: %v", err)
+	}
+	eventually(t, 10*time.Second, func() error {
+		voters, nonvoters := suffrage(ld)
+		if len(voters)+len(nonvoters) != 2 {
+			return fmt.Errorf("raft configuration %v %v, want 2 servers", voters, nonvoters)
+		}
+		if nd, ok := ld.FSM().Node(id); !ok || nd.State != fsm.NodeRemoved {
+			return fmt.Errorf("node record %+v, want removed", nd)
+		}
+		return nil
+	})
+	// Two reconcile rounds later it is still out.
+	time.Sleep(3 * c.cfgs[0].ReconcileInterval)
+	if v, nv := suffrage(ld); len(v)+len(nv) != 2 {
+		t.Fatalf("the node that left was added back: %v %v", v, nv)
+	}
+	eventually(t, 10*time.Second, func() error {
+		s, _ := ld.FSM().Session("leaver-session")
+		if s.Owner == "" || s.Owner == id {
+			return fmt.Errorf("session owner %q", s.Owner)
+		}
+		return nil
+	})
 }

@@ -47,13 +47,20 @@ type Node struct {
 	peers    map[string]string // transport peers set: node id -> address
 	brk      atomic.Pointer[broker.Server]
 	lagging  atomic.Int64 // routes answered before a peer applied them
+	metrics  nodeMetrics  // latencies for the admin API (metrics.go)
 
 	// incarnation names this run of the node (in gossip and will ids).
 	incarnation string
 	willSeq     atomic.Uint64
 	ops         *opQueue
+	roster      roster // what gossip says of the members (roster.go)
+	finished    finishedMoves
+	willsMu     sync.Mutex
+	wills       map[string]uint8 // will id -> willWanted|willCommitted
 	shareMu     sync.Mutex
 	shareTurn   map[string]uint64 // share group -> next turn
+	removedMu   sync.Mutex
+	removedRun  map[string]string // node id -> run removed by this leader
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -77,7 +84,8 @@ func Start(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, log: log, fsm: f, stop: make(chan struct{}), peers: map[string]string{},
-		incarnation: strconv.FormatInt(time.Now().UnixNano(), 36), shareTurn: map[string]uint64{}}
+		incarnation: strconv.FormatInt(time.Now().UnixNano(), 36), shareTurn: map[string]uint64{},
+		removedRun: map[string]string{}, wills: map[string]uint8{}}
 	n.ops = newOpQueue(n)
 	if err := n.startRaft(); err != nil {
 		n.shutdown()
@@ -91,7 +99,8 @@ func Start(cfg Config) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
-	n.wg.Add(5)
+	n.wg.Add(6)
+	go n.reconnectLoop()
 	go n.adoptLoop()
 	go n.bootstrapLoop()
 	go n.reconcileLoop()
@@ -139,7 +148,7 @@ func (n *Node) startRaft() error {
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
-	r, err := raft.NewRaft(rc, n.fsm, store, store, snaps, trans)
+	r, err := raft.NewRaft(rc, timedFSM{n.fsm, &n.metrics.apply}, store, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)
 	}
@@ -191,6 +200,7 @@ func (n *Node) WaitLeader(ctx context.Context) (string, error) {
 // tries again until ctx ends: every command sets state, so applying one
 // twice is harmless.
 func (n *Node) Propose(ctx context.Context, cmd []byte) (uint64, error) {
+	defer n.metrics.propose.since(time.Now())
 	for {
 		var idx uint64
 		var err error
@@ -224,8 +234,11 @@ func (n *Node) proposeLocal(ctx context.Context, cmd []byte) (uint64, error) {
 	if d, ok := ctx.Deadline(); ok {
 		timeout = min(timeout, time.Until(d))
 	}
+	start := time.Now()
 	f := n.raft.Apply(cmd, timeout)
-	if err := f.Error(); err != nil {
+	err := f.Error()
+	n.metrics.commit.since(start)
+	if err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			return 0, fmt.Errorf("%w: %w", ErrNotLeader, err)
 		}
@@ -243,7 +256,9 @@ func (n *Node) Remove(id string) error {
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}
-	return n.raft.RemoveServer(raft.ServerID(id), 0, n.cfg.ApplyTimeout).Error()
+	ctx, cancel := context.WithTimeout(context.Background(), n.cfg.ApplyTimeout)
+	defer cancel()
+	return n.removeMember(ctx, id)
 }
 
 // Leave removes this node from the cluster on purpose (scale-down): it
@@ -253,6 +268,8 @@ func (n *Node) Leave() error {
 	var err error
 	if n.raft.State() == raft.Leader {
 		err = n.Remove(n.cfg.NodeID)
+	} else {
+		err = n.leaveThroughLeader()
 	}
 	if n.ml != nil {
 		if lerr := n.ml.Leave(2 * time.Second); lerr != nil && err == nil {

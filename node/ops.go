@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqcluster/mqcluster/fsm"
@@ -28,6 +29,8 @@ type opQueue struct {
 	mu   sync.Mutex
 	q    []queuedOp
 	wake chan struct{}
+	// pending counts ops added and not yet proposed or given up (Settle).
+	pending atomic.Int64
 }
 
 type queuedOp struct {
@@ -38,6 +41,7 @@ type queuedOp struct {
 func newOpQueue(n *Node) *opQueue { return &opQueue{n: n, wake: make(chan struct{}, 1)} }
 
 func (q *opQueue) add(key string, cmd *pb.Command) {
+	q.pending.Add(1)
 	q.mu.Lock()
 	q.q = append(q.q, queuedOp{key, cmd})
 	q.mu.Unlock()
@@ -74,6 +78,7 @@ func (q *opQueue) run(stop <-chan struct{}) {
 				}()
 			}
 			wg.Wait()
+			q.pending.Add(-int64(len(batch)))
 		}
 	}
 }
@@ -113,6 +118,9 @@ func (q *opQueue) propose(op queuedOp, stop <-chan struct{}) {
 		cancel()
 		switch {
 		case err == nil:
+			if ws := op.cmd.GetWillSet(); ws != nil {
+				q.n.willCommitted(ws.GetWillId())
+			}
 			return
 		case errors.Is(err, ErrRejected) || isRejection(err):
 			// Superseded: a newer claim of the session, or it is gone.

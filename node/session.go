@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
@@ -17,10 +18,6 @@ import (
 
 // The node moves sessions between brokers and keeps their wills.
 var _ broker.SessionCluster = (*Node)(nil)
-
-// kickWait bounds the closing of a client's connection on other nodes when
-// the client connects here with a session that is not registered.
-const kickWait = 2 * time.Second
 
 // ClaimSession records this node as the owner of the client's session and
 // takes the session over from the node that held it (broker.SessionCluster).
@@ -79,11 +76,26 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		recorded()
 		return tr, nil
 	}
+	finish := func(ctx context.Context) (*broker.SessionRecord, error) {
+		state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch, Finish: true})
+		if err != nil || len(state) == 0 {
+			return nil, err
+		}
+		rec, err := store.DecodeTransfer(state)
+		if err != nil {
+			return nil, err
+		}
+		n.localize(rec.Messages, cur.Owner)
+		return rec, nil
+	}
 	state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch})
 	if err != nil || len(state) == 0 {
 		if err != nil {
 			n.log.Warn("session not handed over by its previous node; taking its recorded subscriptions",
 				"client_id", req.ClientID, "previous", cur.Owner, "err", err)
+			// It may have handed it over all the same (the answer was
+			// lost): the second step brings the whole session.
+			tr.Finish = finish
 		}
 		recorded()
 		return tr, nil
@@ -92,37 +104,22 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	if err != nil {
 		n.log.Warn("bad session state from the previous node", "client_id", req.ClientID, "previous", cur.Owner, "err", err)
 		recorded()
+		tr.Finish = finish
 		return tr, nil
 	}
 	n.localize(rec.Messages, cur.Owner)
 	tr.Record = rec
-	tr.Finish = func(ctx context.Context) ([]broker.StoredMessage, error) {
-		state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch, Finish: true})
-		if err != nil || len(state) == 0 {
-			return nil, err
-		}
-		msgs, err := store.DecodeMessages(state)
-		if err != nil {
-			return nil, err
-		}
-		n.localize(msgs, cur.Owner)
-		return msgs, nil
-	}
+	tr.Finish = finish
 	return tr, nil
 }
 
 // kickElsewhere closes a connection of clientID on every other node, in
-// the background ([MQTT-3.1.4-3] across the cluster).
+// the background ([MQTT-3.1.4-3] across the cluster): an order on each
+// peer's forwarding stream, batched with the messages.
 func (n *Node) kickElsewhere(clientID string) {
-	for _, m := range n.members() {
-		if m.id == n.cfg.NodeID || m.grpc == "" {
-			continue
-		}
-		go func(addr string) {
-			ctx, cancel := context.WithTimeout(context.Background(), kickWait)
-			defer cancel()
-			n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: clientID, NewOwner: n.cfg.NodeID})
-		}(m.grpc)
+	fm := &pb.ForwardedMessage{KickClientId: clientID}
+	for _, peer := range n.peerIDs() {
+		n.tr.Send(peer, fm, func(error) {})
 	}
 }
 
@@ -151,6 +148,9 @@ func (n *Node) localize(msgs []broker.StoredMessage, from string) {
 	}
 }
 
+// finishDelay holds back the answer to the second step of a move (tests).
+var finishDelay time.Duration
+
 // sessions serves session takeovers from other nodes.
 type sessions struct{ n *Node }
 
@@ -168,11 +168,17 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		return nil, fmt.Errorf("%w: take over of %q at epoch %d, session epoch %d", transport.ErrRejected, id, req.GetEpoch(), cur.Epoch)
 	}
 	if req.GetFinish() {
-		msgs, ok := b.FinishHandOver(id)
-		if !ok {
-			return nil, nil
+		if d := finishDelay; d > 0 {
+			time.Sleep(d) // tests: a previous owner slow to answer
 		}
-		return store.AppendMessages(nil, s.n.globalize(msgs)), nil
+		return s.n.finished.finish(id, req.GetEpoch(), func() []byte {
+			rec, ok := b.FinishHandOver(id)
+			if !ok {
+				return nil
+			}
+			rec.Messages = s.n.globalize(rec.Messages)
+			return store.AppendTransfer(nil, rec)
+		}), nil
 	}
 	rec, ok := b.HandOver(id)
 	if !ok {
@@ -243,6 +249,9 @@ func (n *Node) SetWill(w broker.WillRecord) string {
 		n.log.Warn("will not registered in the cluster", "client_id", w.ClientID, "err", err)
 		return ""
 	}
+	n.willsMu.Lock()
+	n.wills[id] = willWanted
+	n.willsMu.Unlock()
 	n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillSet{WillSet: &pb.WillSet{
 		WillId: id, ClientId: w.ClientID, NodeId: n.cfg.NodeID, DelaySeconds: w.Delay, SessionExpirySeconds: w.SessionExpiry,
 		Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain, Properties: props}}})
@@ -251,5 +260,76 @@ func (n *Node) SetWill(w broker.WillRecord) string {
 
 // ClearWill drops a will's record.
 func (n *Node) ClearWill(id string) {
+	n.willsMu.Lock()
+	delete(n.wills, id)
+	n.willsMu.Unlock()
 	n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id}}})
+}
+
+// finishedMoves keeps the answer to the second step of each move for a
+// while: when it is lost on the way (the new owner gave up waiting), the
+// retry gets the same session, which this node has already ended.
+type finishedMoves struct {
+	mu sync.Mutex
+	m  map[string]finishedMove
+}
+
+type finishedMove struct {
+	epoch uint64
+	state []byte
+	at    time.Time
+}
+
+// keepFinished is how long an answer is kept for a retry.
+const keepFinished = 2 * time.Minute
+
+func (f *finishedMoves) finish(id string, epoch uint64, end func() []byte) []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := time.Now()
+	for k, v := range f.m {
+		if now.Sub(v.at) > keepFinished {
+			delete(f.m, k)
+		}
+	}
+	if v, ok := f.m[id]; ok && v.epoch == epoch {
+		return v.state
+	}
+	state := end()
+	if state != nil {
+		if f.m == nil {
+			f.m = map[string]finishedMove{}
+		}
+		f.m[id] = finishedMove{epoch: epoch, state: state, at: now}
+	}
+	return state
+}
+
+// Will registration states (Node.wills).
+const (
+	willWanted    = 1 << iota // registered by the broker, not cleared
+	willCommitted             // its WillSet is committed
+)
+
+func (n *Node) willCommitted(id string) {
+	n.willsMu.Lock()
+	if v, ok := n.wills[id]; ok {
+		n.wills[id] = v | willCommitted
+	}
+	n.willsMu.Unlock()
+}
+
+// WillFired reports whether the cluster has published the will id of a
+// connection of this node: it was committed, this node did not clear it,
+// and it is gone — the leader took this node for dead (a partition, a
+// pause) and published it. The broker must not publish it again.
+func (n *Node) WillFired(id string) bool {
+	n.willsMu.Lock()
+	committed := n.wills[id]&willCommitted != 0
+	n.willsMu.Unlock()
+	if !committed {
+		return false
+	}
+	_, ok := n.fsm.Will(id)
+	return !ok
 }

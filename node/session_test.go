@@ -391,3 +391,62 @@ func TestSessionOfKilledNodeIsAdopted(t *testing.T) {
 	waitDeliveries(t, dev, "o", 20)
 	b.disconnect()
 }
+
+// A client id connected on one node connects on another with a session
+// the cluster does not register (Clean Start, no expiry): the first
+// connection is closed with DISCONNECT 0x8E ([MQTT-3.1.4-3]).
+func TestEphemeralTakeoverAcrossNodes(t *testing.T) {
+	_, addrs := brokerCluster(t)
+	a, _ := rawConnect(t, addrs[0], "roaming", newDeviceState(), true, 0)
+	b, ack := rawConnect(t, addrs[1], "roaming", newDeviceState(), true, 0)
+	if ack.ReasonCode != packet.Success || ack.SessionPresent {
+		t.Fatalf("CONNACK on node 1: %#x present=%v", byte(ack.ReasonCode), ack.SessionPresent)
+	}
+	select {
+	case code := <-a.disc:
+		if code != packet.SessionTakenOver {
+			t.Fatalf("first connection: DISCONNECT %#x, want 0x8E", byte(code))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("first connection got no DISCONNECT")
+	}
+	select {
+	case <-a.done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("first connection not closed")
+	}
+	b.disconnect()
+}
+
+// When the previous node is slow to finish a move, the client gets its
+// session at once and what was published meanwhile follows once the move
+// completes: nothing is lost, QoS 2 arrives once, in order.
+func TestSlowMoveFinishesInBackground(t *testing.T) {
+	_, addrs := brokerCluster(t)
+	finishDelay = 7 * time.Second // past the cluster timeout of the CONNECT
+	t.Cleanup(func() { finishDelay = 0 })
+	pub := dial(t, addrs[2], "slow-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "slow-mover", dev, true, 600)
+	a.subscribe("slow/#", 2)
+	a.disconnect()
+	publishN(t, pub, "slow", "s", 0, 20)
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		publishN(t, pub, "slow", "t", 0, 40) // during the move
+	}()
+	start := time.Now()
+	b, ack := rawConnect(t, addrs[1], "slow-mover", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Error("CONNACK: session present 0, want 1")
+	}
+	if d := time.Since(start); d > 7*time.Second {
+		t.Errorf("CONNACK after %v: it should not wait for the slow second step", d)
+	}
+	<-done
+	waitDeliveries(t, dev, "s", 20)
+	waitDeliveries(t, dev, "t", 40)
+	b.disconnect()
+}

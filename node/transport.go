@@ -23,10 +23,11 @@ func (n *Node) startTransport() error {
 	// its outbox is full: leave room for bursts.
 	cfg.OutboxMessages, cfg.OutboxBytes = 100000, 64<<20
 	h := transport.Handlers{
-		Proposer:  proposer{n},
-		Deliverer: deliverer{n},
-		Sessions:  sessions{n},
-		AllowPeer: n.isMember,
+		Proposer:   proposer{n},
+		Deliverer:  deliverer{n},
+		Sessions:   sessions{n},
+		Membership: membership{n},
+		AllowPeer:  n.isMember,
 	}
 	tr, err := transport.New(cfg, h)
 	if err != nil {
@@ -46,17 +47,11 @@ func (n *Node) startTransport() error {
 // GRPCAddr is where this node's transport listens.
 func (n *Node) GRPCAddr() string { return n.grpcAddr }
 
-// isMember admits callers that gossip knows.
+// isMember admits callers that gossip has announced.
 func (n *Node) isMember(id string) bool {
-	if n.ml == nil {
-		return false
-	}
-	for _, m := range n.ml.Members() {
-		if m.Name == id {
-			return true
-		}
-	}
-	return false
+	// A member gossip has declared dead may call: it is alive after all
+	// (a healed partition), and refusing it would keep it out.
+	return n.roster.known(id)
 }
 
 // syncPeers tells the transport where every other member listens.

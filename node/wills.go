@@ -2,11 +2,9 @@ package node
 
 import (
 	"context"
-	"encoding/json"
 	"strings"
 	"time"
 
-	"github.com/hashicorp/memberlist"
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/fsm"
@@ -24,11 +22,24 @@ func (n *Node) watchLoop() {
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
 	w := &watcher{missing: map[string]time.Time{}, orphaned: map[string]time.Time{}, firing: map[string]bool{}}
+	// NodeDown entries about this node seen so far; those replayed when
+	// the node starts (up to the commit index of its first contact) are
+	// about an earlier run and fence nothing.
+	var downs uint64
+	caughtUp := false
 	for tick := 1; ; tick++ {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
+		}
+		if !caughtUp {
+			if n.inContact() && n.fsm.AppliedIndex() >= n.raft.CommitIndex() {
+				caughtUp, downs = true, n.fsm.DownCount(n.cfg.NodeID)
+			}
+		} else if d := n.fsm.DownCount(n.cfg.NodeID); d != downs {
+			downs = d
+			n.fence()
 		}
 		if tick%10 == 0 {
 			n.healRoutes()
@@ -62,13 +73,8 @@ type watcher struct {
 // (run) of every node it has not declared dead.
 func (n *Node) gossipView() map[string]string {
 	out := map[string]string{}
-	for _, m := range n.ml.Members() {
-		if m.State == memberlist.StateDead || m.State == memberlist.StateLeft {
-			continue
-		}
-		var md meta
-		_ = json.Unmarshal(m.Meta, &md)
-		out[m.Name] = md.Run
+	for _, m := range n.roster.aliveMembers() {
+		out[m.id] = m.run
 	}
 	return out
 }
@@ -93,9 +99,9 @@ func (n *Node) watchNodes(w *watcher) {
 			continue
 		}
 		rec, known := n.fsm.Node(id)
-		if _, alive := view[id]; alive {
+		if run, alive := view[id]; alive {
 			delete(w.missing, id)
-			if known && rec.State == fsm.NodeDown {
+			if known && (rec.State == fsm.NodeDown || rec.State == fsm.NodeRemoved && !n.wasRemoved(id, run)) {
 				n.proposeAsync(&pb.Command{Op: &pb.Command_NodeUp{NodeUp: &pb.NodeUp{NodeId: id}}})
 			}
 			continue
@@ -251,4 +257,17 @@ func (n *Node) healRoutes() {
 		}
 		n.log.Info("lost route restored", "topic", f)
 	}
+}
+
+// fence closes this node's client connections once it learns that the
+// cluster recorded it as down (it was cut off or paused, not dead): the
+// leader has published the wills of those connections and other nodes
+// have adopted its persistent sessions, so the clients must reconnect.
+func (n *Node) fence() {
+	b := n.brk.Load()
+	if b == nil {
+		return
+	}
+	k := b.Fence()
+	n.log.Warn("the cluster took this node for dead; its client connections were closed", "connections", k)
 }

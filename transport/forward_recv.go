@@ -156,9 +156,39 @@ func (r *streamReader) run(ctx context.Context, stream pb.Cluster_ForwardServer)
 	err = r.loop(ctx, stream)
 }
 
+// recvAhead is how many frames the reader decodes ahead of delivery: the
+// next batch is unmarshalled while the previous one is being delivered.
+const recvAhead = 4
+
 func (r *streamReader) loop(ctx context.Context, stream pb.Cluster_ForwardServer) error {
+	type recvd struct {
+		f   *pb.ForwardFrame
+		err error
+	}
+	frames := make(chan recvd, recvAhead)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		for {
+			f, err := stream.Recv()
+			select {
+			case frames <- recvd{f, err}:
+			case <-stop:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	for {
-		f, err := stream.Recv()
+		var rf recvd
+		select {
+		case rf = <-frames:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		f, err := rf.f, rf.err
 		if errors.Is(err, io.EOF) {
 			return nil
 		}

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
@@ -112,6 +113,8 @@ func New(cfg Config, h Handlers) (*Transport, error) {
 		grpc.ChainUnaryInterceptor(t.serverUnary),
 		grpc.ChainStreamInterceptor(t.serverStream),
 		grpc.WaitForHandlers(true),
+		grpc.ForceServerCodecV2(codec{}),
+		experimental.BufferPool(bufPool),
 	}
 	if tm != nil {
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tm.serverConfig())))
@@ -339,7 +342,9 @@ func (t *Transport) dialOptions(id string) []grpc.DialOption {
 		grpc.WithDefaultCallOptions(
 			grpc.MaxCallRecvMsgSize(c.MaxMsgSize),
 			grpc.MaxCallSendMsgSize(c.MaxMsgSize),
+			grpc.ForceCodecV2(codec{}),
 		),
+		experimental.WithBufferPool(bufPool),
 		grpc.WithMaxHeaderListSize(c.MaxHeaderListSize),
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{
 			Time:                c.KeepaliveTime,

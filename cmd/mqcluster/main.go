@@ -44,6 +44,9 @@ func run(args []string) error {
 	if len(args) > 0 && args[0] == "passwd" {
 		return passwdMain(args[1:])
 	}
+	if len(args) > 0 && args[0] == "ctl" {
+		return ctlMain(args[1:], os.Environ(), os.Stdout)
+	}
 	if len(args) > 0 && args[0] == "serve" {
 		args = args[1:]
 	}
@@ -79,17 +82,28 @@ func newLogger(c config.Log) *slog.Logger {
 	return slog.New(slog.NewTextHandler(os.Stderr, opts))
 }
 
-// serve runs the broker of cfg until SIGINT or SIGTERM; SIGHUP reloads the
-// TLS certificates and the authentication files.
+// serve runs the broker of cfg until SIGINT or SIGTERM (or a request to
+// leave the cluster), then drains it (see shutdown); SIGHUP reloads the TLS
+// certificates, the authentication files and the admin token.
 func serve(cfg *config.Config, log *slog.Logger) error {
 	// The listeners first: a port in use fails before anything starts.
 	lns, err := listen(cfg, log)
 	if err != nil {
 		return err
 	}
+	admLn, err := listenAdmin(cfg)
+	if err != nil {
+		for _, ln := range lns {
+			ln.Close()
+		}
+		return err
+	}
 	closeAll := func() {
 		for _, ln := range lns {
 			ln.Close()
+		}
+		if admLn != nil {
+			admLn.Close()
 		}
 	}
 	opts := broker.Options{Logger: log, Version: version}
@@ -141,6 +155,15 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 		nd.AttachBroker(srv)
 		go reconcile(nd, log)
 	}
+	adm, leaveReq, err := startAdmin(cfg, log, srv, nd, admLn)
+	if err != nil {
+		srv.Close(context.Background())
+		closeAll()
+		return err
+	}
+	if adm != nil {
+		defer closeAdmin(adm)
+	}
 	errc := make(chan error, len(lns))
 	for i, ln := range lns {
 		log.Info("mqcluster listening", "version", version, "transport", string(ln.Type()),
@@ -169,9 +192,18 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 						log.Error("authentication files not reloaded", "err", err)
 					}
 				}
+				if adm != nil {
+					if err := adm.Reload(); err != nil {
+						log.Error("admin token not reloaded", "err", err)
+					}
+				}
 				continue
 			}
 			log.Info("shutting down", "signal", s.String())
+			return shutdown(cfg, log, srv, nd, false, sig)
+		case <-leaveReq:
+			log.Info("leaving the cluster: shutting down")
+			return shutdown(cfg, log, srv, nd, true, sig)
 		case err := <-errc:
 			if errors.Is(err, broker.ErrClosed) {
 				continue
@@ -182,9 +214,6 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 			srv.Close(ctx)
 			return err
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		return srv.Close(ctx)
 	}
 }
 

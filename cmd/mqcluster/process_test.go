@@ -56,10 +56,16 @@ type proc struct {
 
 var listenRE = regexp.MustCompile(`listener=(\S+)`)
 
+// testEnv goes into the environment of every process a test starts: each
+// its own admin port, so that tests and processes do not compete for the
+// default one.
+var testEnv = []string{"MQCLUSTER_ADMIN_ADDRESS=127.0.0.1:0"}
+
 // startProc runs mqcluster serve with args and waits for its listener.
 func startProc(t *testing.T, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(binary(t), append([]string{"serve", "--listen", "127.0.0.1:0"}, args...)...)
+	cmd.Env = append(os.Environ(), testEnv...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/node"
+	"github.com/mqcluster/mqcluster/node/admin"
 )
 
 // Config is the configuration of one `mqcluster serve`. Every field is a
@@ -21,6 +22,8 @@ type Config struct {
 	MQTT      MQTT       `yaml:"mqtt"`
 	Cluster   Cluster    `yaml:"cluster"`
 	Auth      Auth       `yaml:"auth"`
+	Admin     Admin      `yaml:"admin"`
+	Drain     Drain      `yaml:"drain"`
 }
 
 // Log is the process's log.
@@ -107,6 +110,21 @@ type Cluster struct {
 	ApplyTimeout    time.Duration `yaml:"apply_timeout" help:"bound on one Raft proposal"`
 	NodeDownAfter   time.Duration `yaml:"node_down_after" help:"how long the leader waits after gossip declared a node dead before its routes go and its clients' wills start"`
 	Timeout         time.Duration `yaml:"timeout" help:"what a client waits for the cluster (a route in force before its SUBACK)"`
+	LeaveOnShutdown bool          `yaml:"leave_on_shutdown" help:"leave the cluster for good on shutdown (scale-down): Raft removal and memberlist leave after the drain"`
+}
+
+// Admin is the HTTP endpoint of /metrics, /healthz, /readyz and the admin
+// API (package node/admin).
+type Admin struct {
+	Address   string `yaml:"address" help:"host:port of the admin HTTP endpoint: /metrics, /healthz, /readyz and the admin API (empty: none)"`
+	TokenFile string `yaml:"token_file" help:"file holding a bearer token that /metrics and the admin API require; reloaded on SIGHUP"`
+}
+
+// Drain is the graceful shutdown on SIGTERM.
+type Drain struct {
+	Rate         float64       `yaml:"rate" help:"client connections closed per second on shutdown (0: all at once)"`
+	Timeout      time.Duration `yaml:"timeout" help:"bound on closing the client connections on shutdown"`
+	HandoffGrace time.Duration `yaml:"handoff_grace" help:"how long a cluster node keeps serving the takeover of its persistent sessions after its clients are gone"`
 }
 
 // Auth is authentication and authorization (package broker/auth).
@@ -159,6 +177,8 @@ func Default() *Config {
 			RaftAddr: n.RaftAddr, RaftAdvertise: n.RaftAdvertise, GossipAddr: n.GossipAddr, GRPCAddr: n.GRPCAddr,
 			MaxVoters: n.MaxVoters, ApplyTimeout: n.ApplyTimeout, NodeDownAfter: n.NodeDownAfter, Timeout: b.ClusterTimeout,
 		},
+		Admin: Admin{Address: admin.DefaultConfig().Address},
+		Drain: Drain{Rate: 500, Timeout: 30 * time.Second, HandoffGrace: 10 * time.Second},
 	}
 }
 

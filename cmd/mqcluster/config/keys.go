@@ -36,6 +36,7 @@ var legacyFlags = map[string]string{
 	"max-queued-messages": "limits.max_queued_messages",
 	"max-queued-bytes":    "limits.max_queued_bytes",
 	"write-queue-bytes":   "limits.write_queue_bytes",
+	"leave-on-shutdown":   "cluster.leave_on_shutdown",
 }
 
 // Keys lists every key, in the order of the file.

@@ -92,7 +92,8 @@ func Load(args, environ []string, usage io.Writer) (*Loaded, error) {
 	}
 
 	var errs []error
-	known := map[string]bool{EnvPrefix + "CONFIG": true, EnvPrefix + "LISTEN": true}
+	// MQCLUSTER_ADMIN is `mqcluster ctl`'s.
+	known := map[string]bool{EnvPrefix + "CONFIG": true, EnvPrefix + "LISTEN": true, EnvPrefix + "ADMIN": true}
 	for i := range keys {
 		k := &keys[i]
 		known[k.Env] = true

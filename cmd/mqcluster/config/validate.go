@@ -39,6 +39,7 @@ func (c *Config) Validate() error {
 	v.check(m.SysInterval >= 0, "mqtt.sys_interval", "%v: want >= 0", m.SysInterval)
 	c.validateCluster(v)
 	c.validateAuth(v)
+	c.validateOps(v)
 	if len(v.errs) == 0 {
 		// What the broker checks itself, in case it knows more.
 		b := c.BrokerConfig()

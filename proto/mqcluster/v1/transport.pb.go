@@ -122,7 +122,12 @@ type ForwardedMessage struct {
 	// shared_only: the message goes to the groups in shared only, not to the
 	// receiver's non-shared subscribers (a group re-sent to another of its
 	// nodes after the node first picked could not take it).
-	SharedOnly    bool `protobuf:"varint,11,opt,name=shared_only,json=sharedOnly,proto3" json:"shared_only,omitempty"`
+	SharedOnly bool `protobuf:"varint,11,opt,name=shared_only,json=sharedOnly,proto3" json:"shared_only,omitempty"`
+	// kick_client_id, when set, makes this entry no message but an order:
+	// close the connection of that client id on the receiver (the client
+	// connected to the sender with a session the cluster does not register,
+	// [MQTT-3.1.4-3]). It travels in order with the messages, in batches.
+	KickClientId  string `protobuf:"bytes,12,opt,name=kick_client_id,json=kickClientId,proto3" json:"kick_client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -232,6 +237,13 @@ func (x *ForwardedMessage) GetSharedOnly() bool {
 		return x.SharedOnly
 	}
 	return false
+}
+
+func (x *ForwardedMessage) GetKickClientId() string {
+	if x != nil {
+		return x.KickClientId
+	}
+	return ""
 }
 
 // SharedTarget names one shared subscription group: $share/{group}/{filter}.
@@ -1333,7 +1345,7 @@ var File_mqcluster_v1_transport_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xf0\x02\n" +
+	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\x96\x03\n" +
 	"\x10ForwardedMessage\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1350,7 +1362,8 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\x06shared\x18\n" +
 	" \x03(\v2\x1a.mqcluster.v1.SharedTargetR\x06shared\x12\x1f\n" +
 	"\vshared_only\x18\v \x01(\bR\n" +
-	"sharedOnly\"<\n" +
+	"sharedOnly\x12$\n" +
+	"\x0ekick_client_id\x18\f \x01(\tR\fkickClientId\"<\n" +
 	"\fSharedTarget\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\"\xbf\x01\n" +
