@@ -34,10 +34,12 @@ type SessionCluster interface {
 	// SetSubscriptions records the subscriptions of a claimed persistent
 	// session, so that they move with it even when this node dies.
 	SetSubscriptions(clientID string, epoch uint64, subs []Subscription)
-	// WillFired reports whether the cluster already published the will
-	// SetWill registered as id (it took this node for dead): the broker
-	// then does not publish it again.
-	WillFired(id string) bool
+	// ClaimWill is asked before the broker publishes the will SetWill
+	// registered as id, and calls publish with whether this node may: a
+	// will is published once, by this node or — when the cluster took the
+	// node for dead — by the leader, whichever claims it first. publish
+	// may be called later, from another goroutine.
+	ClaimWill(id string, publish func(ok bool))
 }
 
 // SessionClaim is what a CONNECT asks of the cluster.
@@ -128,6 +130,7 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	ss := newSession(s, cp.ClientID)
 	ss.persistent, ss.expiry, ss.version = persistent, expiry, cp.Version
 	ss.importing = true
+	ss.imported = make(chan struct{})
 	s.mu.Lock()
 	old := s.sessions[cp.ClientID]
 	if old != nil {
@@ -262,6 +265,10 @@ func (s *Server) importRecord(ss *session, rec *SessionRecord, seen msgSet, wait
 // handed-over state.
 func (s *Server) releasePending(ss *session, seen msgSet) {
 	ss.mu.Lock()
+	if ss.imported != nil {
+		close(ss.imported)
+		ss.imported = nil
+	}
 	ss.importing = false
 	pending := ss.pending
 	ss.pending = nil
@@ -416,6 +423,23 @@ func (s *Server) FinishHandOver(clientID string) (*SessionRecord, bool) {
 		s.mu.Unlock()
 		return nil, false
 	}
+	s.mu.Unlock()
+	// A session still arriving from a third node is handed on whole: wait
+	// (bounded) for the rest of it.
+	ss.mu.Lock()
+	wait := ss.imported
+	ss.mu.Unlock()
+	if wait != nil {
+		select {
+		case <-wait:
+		case <-time.After(s.cfg.ClusterTimeout):
+		}
+	}
+	s.mu.Lock()
+	if s.sessions[clientID] != ss || !ss.moving {
+		s.mu.Unlock()
+		return nil, false
+	}
 	ss.mu.Lock()
 	rec := ss.exportLocked(true)
 	if ss.moveTimer != nil {
@@ -516,6 +540,13 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 		sm.PacketID, sm.Seq = 0, 0
 		rec.Messages = append(rec.Messages, *sm)
 	})
+	// Deliveries held back while this session was arriving from another
+	// node come last.
+	for i := range ss.pending {
+		sm := ss.pending[i].record()
+		sm.PacketID, sm.Seq = 0, 0
+		rec.Messages = append(rec.Messages, *sm)
+	}
 	for id := range ss.awaitingRel {
 		rec.AwaitingRel = append(rec.AwaitingRel, id)
 	}
@@ -529,6 +560,8 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 			o := ss.queue.pop()
 			ss.retire(&o)
 		}
+		clear(ss.pending)
+		ss.pending = nil
 		ss.awaitingRel = nil
 	}
 	return rec
@@ -726,13 +759,20 @@ func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64) {
 	s.log.Info("session of a lost node adopted", "client_id", ss.id, "subscriptions", len(rec.Subscriptions))
 }
 
-// willFired reports whether the cluster already published will id.
-func (s *Server) willFired(id string) bool {
-	if id == "" {
-		return false
-	}
+// publishWill publishes a connection's will, once: a will the cluster
+// keeps is claimed first (the leader may have published it for a node it
+// took for dead).
+func (s *Server) publishWill(will *Message, id string) {
 	sc := s.sessionCluster()
-	return sc != nil && sc.WillFired(id)
+	if sc == nil || id == "" {
+		s.publish(will, nil, nil, ackTo{})
+		return
+	}
+	sc.ClaimWill(id, func(ok bool) {
+		if ok {
+			s.publish(will, nil, nil, ackTo{})
+		}
+	})
 }
 
 // Fence closes every client connection (DISCONNECT 0x9C use another server

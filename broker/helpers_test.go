@@ -114,7 +114,9 @@ func tryDialV5(addr, clientID string, modify ...func(*paho.Connect, *paho.Client
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { r.disconnects <- d },
 	}
-	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true}
+	// No keep-alive: paho.golang's pinger can write a PINGREQ between the
+	// writes of another packet, which the broker rightly refuses.
+	cp := &paho.Connect{ClientID: clientID, KeepAlive: 0, CleanStart: true}
 	for _, f := range modify {
 		f(cp, &cfg)
 	}

@@ -128,7 +128,7 @@ func (c *conn) teardown() {
 	s.stats.Connected.Add(-1)
 	var will *Message
 	var willDelay time.Duration
-	if c.will != nil && !c.graceful && !s.willFired(c.willID) {
+	if c.will != nil && !c.graceful {
 		will = willMessage(c.will, c.clientID, time.Now())
 		willDelay = time.Duration(c.will.Properties.WillDelay) * time.Second
 	}
@@ -140,7 +140,8 @@ func (c *conn) teardown() {
 		keep := !ss.ended && willDelay > 0
 		ss.mu.Unlock()
 		if will != nil && !keep {
-			s.publish(will, nil, nil, ackTo{})
+			s.publishWill(will, c.willID)
+			return
 		}
 		s.clearWill(c.willID)
 		return
@@ -150,7 +151,8 @@ func (c *conn) teardown() {
 		ss.mu.Unlock()
 		s.removeSession(ss)
 		if will != nil {
-			s.publish(will, nil, nil, ackTo{})
+			s.publishWill(will, c.willID)
+			return
 		}
 		s.clearWill(c.willID)
 		return
@@ -162,7 +164,8 @@ func (c *conn) teardown() {
 		}
 		if willDelay <= 0 {
 			ss.mu.Unlock()
-			s.publish(will, nil, nil, ackTo{})
+			s.publishWill(will, willID)
+			willID = "" // claimed, not cleared
 			ss.mu.Lock()
 		} else {
 			ss.pendingWill, ss.pendingWillID = will, willID
@@ -196,8 +199,9 @@ func (s *Server) fireWill(ss *session) {
 	will, willID := ss.pendingWill, ss.pendingWillID
 	ss.pendingWill, ss.willTimer, ss.pendingWillID = nil, nil, ""
 	ss.mu.Unlock()
-	if will != nil && !s.willFired(willID) {
-		s.publish(will, nil, nil, ackTo{})
+	if will != nil {
+		s.publishWill(will, willID)
+		return
 	}
 	s.clearWill(willID)
 }
@@ -281,10 +285,11 @@ func (s *Server) sessionEnded(ss *session) {
 			}
 		}()
 	}
-	if will != nil && !s.willFired(willID) {
-		s.publish(will, nil, nil, ackTo{})
+	if will != nil {
+		s.publishWill(will, willID)
+	} else {
+		s.clearWill(willID)
 	}
-	s.clearWill(willID)
 	s.redistribute(orphans)
 }
 

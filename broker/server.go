@@ -61,6 +61,7 @@ type Server struct {
 	wg        sync.WaitGroup
 
 	routes        routeCounts
+	recent        recentSet // hand-on deduplication (handon.go)
 	stats         Stats
 	start         time.Time
 	forwardLogged atomic.Int64 // unix ns of the last forward-failure log line

@@ -62,6 +62,7 @@ type session struct {
 	epoch         uint64
 	pendingWillID string // cluster record of pendingWill
 	importing     bool
+	imported      chan struct{} // closed when importing ends (nil: not importing)
 	pending       []outMsg
 	moving        bool
 	moveTimer     *time.Timer
@@ -242,6 +243,9 @@ func (ss *session) markID(id uint16) {
 func (ss *session) retire(o *outMsg) {
 	if id := o.packetID; id != 0 && ss.usedIDs != nil {
 		ss.usedIDs[id>>6] &^= 1 << (id & 63)
+	}
+	if ss.persistent && ss.srv.cluster != nil && o.qos > 0 {
+		ss.srv.recent.add(ss.id, o.msg)
 	}
 	if o.seq != 0 {
 		ss.trash = append(ss.trash, o.seq)

@@ -368,6 +368,13 @@ func TestQueueDropPolicy(t *testing.T) {
 			c := dialV5(t, s.addr, "bounded", persistentV5(600))
 			c.subscribe(t, paho.SubscribeOptions{Topic: "b/#", QoS: 1})
 			c.Disconnect(&paho.Disconnect{})
+			// The DISCONNECT is processed before anything is published.
+			eventually(t, 5*time.Second, func() error {
+				if ss := s.session("bounded"); ss == nil || ss.online() {
+					return fmt.Errorf("session not offline yet")
+				}
+				return nil
+			})
 			pub := dialV5(t, s.addr, "pub")
 			for i := 0; i < 8; i++ {
 				pub.publish(t, &paho.Publish{Topic: "b/x", QoS: 1, Payload: []byte(fmt.Sprint(i))})

@@ -40,6 +40,9 @@ func applyWillClear(s *state, op *pb.WillClear) (kinds, error) {
 		return 0, fmt.Errorf("%w: will_clear needs will_id", ErrInvalid)
 	}
 	if s.wills[op.GetWillId()] == nil {
+		if op.GetFire() {
+			return 0, fmt.Errorf("%w: %q", ErrNoWill, op.GetWillId())
+		}
 		return 0, nil
 	}
 	delete(s.wills, op.GetWillId())

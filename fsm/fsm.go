@@ -25,6 +25,9 @@ var (
 	ErrStaleEpoch = errors.New("fsm: stale session epoch")
 	// ErrNoSession: a session command for a client id without a session.
 	ErrNoSession = errors.New("fsm: no such session")
+	// ErrNoWill: a will_clear with fire set for a will that is not there
+	// (another node fired it first).
+	ErrNoWill = errors.New("fsm: no such will")
 	// ErrNodeRemoved: a route, will or claim from a node that was removed
 	// from the cluster (and has not rejoined with NodeUp).
 	ErrNodeRemoved = errors.New("fsm: node was removed")

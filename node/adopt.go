@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/fsm"
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
@@ -14,9 +15,9 @@ import (
 const adoptInterval = time.Second
 
 // foreignGrace is how long a session this node holds offline may be
-// recorded as another node's before it is dropped here: long enough for
-// the new owner to finish taking it over (which needs it here).
-const foreignGrace = 30 * time.Second
+// recorded as another node's before it is handed on from here: the new
+// owner's own takeover, when it reaches this node, comes first.
+const foreignGrace = 5 * time.Second
 
 // adoptLoop gives the persistent sessions of dead nodes a live owner, and
 // lets go of sessions held here that the cluster gave to another node.
@@ -128,9 +129,8 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 			foreign[id] = now
 			continue
 		}
-		if now.Sub(first) >= foreignGrace {
-			n.log.Info("session owned by another node dropped here", "client_id", id, "owner", s.Owner)
-			b.DropSession(id)
+		if now.Sub(first) >= foreignGrace && n.tr.PeerConnected(s.Owner) {
+			n.handOn(b, id, s.Owner)
 			delete(foreign, id)
 		}
 	}
@@ -139,4 +139,41 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 			delete(foreign, id)
 		}
 	}
+}
+
+// handOn ends a session held here that the cluster gave to owner, and
+// sends what it held to the session there (this node was cut off while
+// its client went elsewhere).
+func (n *Node) handOn(b *broker.Server, id, owner string) {
+	rec, ok := b.Surrender(id)
+	if !ok {
+		return
+	}
+	sent, kept := 0, 0
+	for _, sm := range n.globalize(rec.Messages) {
+		if sm.QoS == 2 {
+			// The new owner's client may have had it already through
+			// another node, and a second delivery of a QoS 2 message is
+			// worse than none: not handed on.
+			kept++
+			continue
+		}
+		m := sm.Msg
+		props, err := packet.AppendMessageProperties(nil, &m.Props)
+		if err != nil {
+			continue
+		}
+		fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(sm.QoS), Retain: sm.Retain,
+			Properties: props, OriginClientId: m.Origin, OriginNode: m.Node, MsgId: m.ID, ToClientId: id}
+		if m.ExpiresAt != 0 {
+			fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
+		}
+		n.tr.Send(owner, fm, func(err error) {
+			if err != nil {
+				n.log.Warn("handed-on message not delivered", "client_id", id, "owner", owner, "err", err)
+			}
+		})
+		sent++
+	}
+	n.log.Info("session owned by another node handed on", "client_id", id, "owner", owner, "messages", sent, "qos2_dropped", kept)
 }

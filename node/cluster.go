@@ -239,6 +239,7 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 		return errNoBroker
 	}
 	ms := make([]*broker.Message, 0, len(msgs))
+	var handed map[string][]broker.SessionDelivery
 	for _, fm := range msgs {
 		if id := fm.KickClientId; id != "" {
 			b.Kick(id)
@@ -262,7 +263,19 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 		if fm.ExpiresAtUnixMs != 0 {
 			m.ExpiresAt = fm.ExpiresAtUnixMs * int64(time.Millisecond)
 		}
+		if id := fm.ToClientId; id != "" {
+			if handed == nil {
+				handed = map[string][]broker.SessionDelivery{}
+			}
+			handed[id] = append(handed[id], broker.SessionDelivery{Msg: m, QoS: m.QoS, Retain: m.Retain})
+			continue
+		}
 		ms = append(ms, m)
+	}
+	for id, ds := range handed {
+		if err := b.DeliverToSession(ctx, id, ds); err != nil {
+			return err
+		}
 	}
 	return b.DeliverForwardedBatch(ctx, ms)
 }

@@ -148,6 +148,9 @@ func (n *Node) startRaft() error {
 	rc.HeartbeatTimeout = 500 * time.Millisecond
 	rc.ElectionTimeout = 500 * time.Millisecond
 	rc.LeaderLeaseTimeout = 250 * time.Millisecond
+	if err := n.recoverFromPeersJSON(rc, dir, store, snaps, trans); err != nil {
+		return err
+	}
 	r, err := raft.NewRaft(rc, timedFSM{n.fsm, &n.metrics.apply}, store, store, snaps, trans)
 	if err != nil {
 		return fmt.Errorf("raft: %w", err)

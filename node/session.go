@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
@@ -52,7 +53,10 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		}
 		// A concurrent claim took the epoch (or this replica lags behind
 		// the leader): claim the next one.
-		if attempt < 5 && (errors.Is(err, ErrRejected) || errors.Is(err, fsm.ErrStaleEpoch)) && ctx.Err() == nil {
+		if attempt < 10 && (errors.Is(err, ErrRejected) || errors.Is(err, fsm.ErrStaleEpoch)) && ctx.Err() == nil {
+			// This replica may lag (a restart): catch up with what is
+			// committed before drawing the next epoch.
+			n.fsm.WaitApplied(ctx, n.raft.CommitIndex())
 			epoch = max(n.fsm.NextEpoch(), epoch+1)
 			continue
 		}
@@ -148,8 +152,13 @@ func (n *Node) localize(msgs []broker.StoredMessage, from string) {
 	}
 }
 
-// finishDelay holds back the answer to the second step of a move (tests).
-var finishDelay time.Duration
+// finishDelay holds back the answer to the second step of a move, and
+// refuseTakeOver makes takeovers fail as if the node could not be reached
+// (tests).
+var (
+	finishDelay    time.Duration
+	refuseTakeOver atomic.Bool
+)
 
 // sessions serves session takeovers from other nodes.
 type sessions struct{ n *Node }
@@ -160,6 +169,9 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		return nil, fmt.Errorf("%w: %v", transport.ErrNotFound, errNoBroker)
 	}
 	id := req.GetClientId()
+	if refuseTakeOver.Load() {
+		return nil, fmt.Errorf("%w: refused (test)", transport.ErrNotFound)
+	}
 	if req.GetEpoch() == 0 {
 		b.Kick(id)
 		return nil, nil
@@ -319,17 +331,49 @@ func (n *Node) willCommitted(id string) {
 	n.willsMu.Unlock()
 }
 
-// WillFired reports whether the cluster has published the will id of a
-// connection of this node: it was committed, this node did not clear it,
-// and it is gone — the leader took this node for dead (a partition, a
-// pause) and published it. The broker must not publish it again.
-func (n *Node) WillFired(id string) bool {
+// ClaimWill lets the broker publish a will only when it takes it from the
+// cluster first (broker.SessionCluster): the leader may have taken it, for
+// a node it took for dead (a partition, a pause). A will whose
+// registration is not committed is this node's alone. The claim is retried
+// while there is no leader; it is never given up on, since the will stays
+// in the cluster until someone publishes it.
+func (n *Node) ClaimWill(id string, publish func(ok bool)) {
 	n.willsMu.Lock()
-	committed := n.wills[id]&willCommitted != 0
+	state, known := n.wills[id]
+	delete(n.wills, id)
 	n.willsMu.Unlock()
-	if !committed {
-		return false
+	if !known || state&willCommitted == 0 {
+		// Not in the cluster (yet): drop the registration if it lands.
+		n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id}}})
+		publish(true)
+		return
 	}
-	_, ok := n.fsm.Will(id)
-	return !ok
+	cmd, err := fsm.Encode(&pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id, Fire: true}}})
+	if err != nil {
+		publish(false)
+		return
+	}
+	go func() {
+		wait := 100 * time.Millisecond
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			_, err := n.Propose(ctx, cmd)
+			cancel()
+			switch {
+			case err == nil:
+				publish(true)
+				return
+			case errors.Is(err, ErrRejected) || isRejection(err):
+				n.log.Info("will already published by the cluster", "will", id)
+				publish(false)
+				return
+			}
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, 5*time.Second)
+		}
+	}()
 }

@@ -450,3 +450,33 @@ func TestSlowMoveFinishesInBackground(t *testing.T) {
 	waitDeliveries(t, dev, "t", 40)
 	b.disconnect()
 }
+
+// A node that could not hand a session over when its client moved (it was
+// cut off) hands on what it had queued for it once the cluster records
+// another owner: the messages reach the client at its new node.
+func TestQueuedMessagesHandedOnToNewOwner(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "handon-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "handon", dev, true, 600)
+	a.subscribe("handon/#", 1)
+	a.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 10 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "handon/x", QoS: 1, Payload: []byte(fmt.Sprintf("h-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	refuseTakeOver.Store(true)
+	b, _ := rawConnect(t, addrs[1], "handon", dev, false, 600)
+	refuseTakeOver.Store(false)
+	eventually(t, 5*time.Second, func() error {
+		if s, _ := c.nodes[0].FSM().Session("handon"); s.Owner != "node-1" {
+			return fmt.Errorf("owner %q", s.Owner)
+		}
+		return nil
+	})
+	waitDeliveries(t, dev, "h", 10)
+	b.disconnect()
+}

@@ -137,5 +137,5 @@ func (p proposer) ProposeLocal(ctx context.Context, cmd []byte) (uint64, error) 
 // (as every replica does), not a failure to commit it.
 func isRejection(err error) bool {
 	return errors.Is(err, fsm.ErrInvalid) || errors.Is(err, fsm.ErrStaleEpoch) ||
-		errors.Is(err, fsm.ErrNoSession) || errors.Is(err, fsm.ErrNodeRemoved)
+		errors.Is(err, fsm.ErrNoSession) || errors.Is(err, fsm.ErrNodeRemoved) || errors.Is(err, fsm.ErrNoWill)
 }

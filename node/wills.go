@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -21,7 +22,8 @@ func (n *Node) watchLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(watchInterval)
 	defer t.Stop()
-	w := &watcher{missing: map[string]time.Time{}, orphaned: map[string]time.Time{}, firing: map[string]bool{}}
+	w := &watcher{missing: map[string]time.Time{}, orphaned: map[string]time.Time{}, firing: map[string]bool{},
+		adopted: map[string]time.Time{}}
 	// NodeDown entries about this node seen so far; those replayed when
 	// the node starts (up to the commit index of its first contact) are
 	// about an earlier run and fence nothing.
@@ -66,7 +68,27 @@ type watcher struct {
 	missing  map[string]time.Time // node id -> first seen absent from gossip
 	orphaned map[string]time.Time // will id -> first seen orphaned by a restart
 	firing   map[string]bool
+	adopted  map[string]time.Time // down node -> first seen with no session left to adopt
 	done     chan string
+}
+
+// adoptWait bounds how long the wills of a dead node wait for its
+// persistent sessions to be adopted, and routeSettle is the time the
+// adopting nodes get to route the sessions' subscriptions after that.
+const (
+	adoptWait   = 10 * time.Second
+	routeSettle = time.Second
+)
+
+// unadopted returns the nodes that still own persistent sessions.
+func (n *Node) unadopted() map[string]bool {
+	out := map[string]bool{}
+	for _, s := range n.fsm.Sessions() {
+		if s.Owner != "" {
+			out[s.Owner] = true
+		}
+	}
+	return out
 }
 
 // gossipView is what memberlist says of the other nodes: the incarnation
@@ -142,13 +164,30 @@ func (n *Node) fireDueWills(w *watcher) {
 	}
 	view := n.gossipView()
 	now := time.Now()
-	for _, wl := range n.fsm.Wills() {
+	wills := n.fsm.Wills()
+	var orphans map[string]bool // down nodes whose sessions are not adopted yet
+	for _, wl := range wills {
 		if w.firing[wl.ID] {
 			continue
 		}
 		var since time.Time
 		if rec, ok := n.fsm.Node(wl.NodeID); ok && rec.State == fsm.NodeDown {
 			since = time.UnixMilli(rec.DownAtUnixMs)
+			// Its persistent sessions are adopted first, so that their
+			// subscribers get the will too (bounded by adoptWait).
+			if orphans == nil {
+				orphans = n.unadopted()
+			}
+			if orphans[wl.NodeID] {
+				if now.Before(since.Add(adoptWait)) {
+					continue
+				}
+			} else if t, ok := w.adopted[wl.NodeID]; !ok {
+				w.adopted[wl.NodeID] = now
+				continue
+			} else if now.Before(t.Add(routeSettle)) {
+				continue
+			}
 		} else if run, alive := view[wl.NodeID]; wl.NodeID == n.cfg.NodeID || alive {
 			if wl.NodeID == n.cfg.NodeID {
 				run = n.incarnation
@@ -200,15 +239,20 @@ func (n *Node) fireWill(wl fsm.Will) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	// Claim it first: the node that held the connection may be back and
+	// about to publish it itself; whoever claims it first publishes it.
+	cmd, _ := fsm.Encode(&pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: wl.ID, Fire: true}}})
+	if _, err := n.Propose(ctx, cmd); err != nil {
+		if !isRejection(err) && !errors.Is(err, ErrRejected) {
+			n.log.Warn("will not claimed; retrying", "will", wl.ID, "err", err)
+		}
+		return
+	}
 	if err := b.PublishWill(ctx, m); err != nil {
-		n.log.Warn("will not published; retrying", "will", wl.ID, "client_id", wl.ClientID, "err", err)
+		n.log.Warn("claimed will not published to every node", "will", wl.ID, "client_id", wl.ClientID, "err", err)
 		return
 	}
 	n.log.Info("will of a lost connection published", "client_id", wl.ClientID, "node", wl.NodeID, "topic", wl.Topic)
-	cmd, _ := fsm.Encode(&pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: wl.ID}}})
-	if _, err := n.Propose(ctx, cmd); err != nil {
-		n.log.Warn("published will not cleared", "will", wl.ID, "err", err)
-	}
 }
 
 // proposeAsync proposes cmd in the background; the next check retries what

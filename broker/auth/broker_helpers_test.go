@@ -64,7 +64,9 @@ func dialV5(t testing.TB, addr, clientID, user, password string, modify ...func(
 		}},
 		OnServerDisconnect: func(d *paho.Disconnect) { c.disconnects <- d },
 	})
-	cp := &paho.Connect{ClientID: clientID, KeepAlive: 30, CleanStart: true,
+	// No keep-alive: paho.golang's pinger can write a PINGREQ between the
+	// writes of another packet, which the broker rightly refuses.
+	cp := &paho.Connect{ClientID: clientID, KeepAlive: 0, CleanStart: true,
 		Username: user, UsernameFlag: user != "", Password: []byte(password), PasswordFlag: password != ""}
 	for _, f := range modify {
 		f(cp)

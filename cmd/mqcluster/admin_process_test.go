@@ -177,7 +177,7 @@ func TestAdminAPIAndCtl(t *testing.T) {
 	var clients admin.Page[admin.Client]
 	getJSON(base+"/api/v1/clients", &clients)
 	if clients.Total != 2 || clients.Items[0].ClientID != "device-3" || clients.Items[0].Protocol != "3.1.1" ||
-		clients.Items[1].ClientID != "device-5" || clients.Items[1].Protocol != "5.0" || clients.Items[1].KeepAliveSeconds != 30 {
+		clients.Items[0].KeepAliveSeconds != 30 || clients.Items[1].ClientID != "device-5" || clients.Items[1].Protocol != "5.0" {
 		t.Fatalf("clients: %+v", clients)
 	}
 	var sessions admin.Page[admin.Session]

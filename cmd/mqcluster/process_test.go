@@ -133,7 +133,9 @@ func dial(t *testing.T, addr, id string, clean bool, expiry uint32) (*client, *p
 		}}})
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 30,
+	// No keep-alive: paho.golang's pinger can write a PINGREQ between the
+	// writes of another packet, which the broker rightly refuses.
+	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 0,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 	if err != nil {
 		t.Fatalf("connect %s: %v", id, err)

@@ -109,7 +109,7 @@ func TestAPIListsClientsSessionsSubscriptions(t *testing.T) {
 	var clients Page[Client]
 	get(t, m.base+"/api/v1/clients", &clients)
 	if clients.Total != 2 || clients.Items[0].ClientID != "a-durable" || clients.Items[0].Protocol != "5.0" ||
-		clients.Items[0].KeepAliveSeconds != 30 || !clients.Items[0].Persistent || clients.Items[0].Subscriptions != 2 ||
+		clients.Items[0].KeepAliveSeconds != 0 || !clients.Items[0].Persistent || clients.Items[0].Subscriptions != 2 ||
 		clients.Items[0].ConnectedAt.IsZero() || !strings.HasPrefix(clients.Items[0].Remote, "127.0.0.1:") {
 		t.Fatalf("clients: %+v", clients)
 	}

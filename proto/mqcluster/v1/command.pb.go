@@ -861,8 +861,13 @@ func (x *WillSet) GetProperties() []byte {
 
 // WillClear removes a will (normal DISCONNECT, or the will was published).
 type WillClear struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WillId        string                 `protobuf:"bytes,1,opt,name=will_id,json=willId,proto3" json:"will_id,omitempty"`
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	WillId string                 `protobuf:"bytes,1,opt,name=will_id,json=willId,proto3" json:"will_id,omitempty"`
+	// fire: the proposer is about to publish the will. It is rejected when
+	// the will is not there, so that of two nodes about to publish it (the
+	// leader, for a node it took for dead, and that node itself) only the
+	// first one does.
+	Fire          bool `protobuf:"varint,2,opt,name=fire,proto3" json:"fire,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -902,6 +907,13 @@ func (x *WillClear) GetWillId() string {
 		return x.WillId
 	}
 	return ""
+}
+
+func (x *WillClear) GetFire() bool {
+	if x != nil {
+		return x.Fire
+	}
+	return false
 }
 
 // RetainedSet stores the retained message of a topic. An empty payload
@@ -1308,9 +1320,10 @@ const file_mqcluster_v1_command_proto_rawDesc = "" +
 	"\n" +
 	"properties\x18\n" +
 	" \x01(\fR\n" +
-	"properties\"$\n" +
+	"properties\"8\n" +
 	"\tWillClear\x12\x17\n" +
-	"\awill_id\x18\x01 \x01(\tR\x06willId\"\xc1\x01\n" +
+	"\awill_id\x18\x01 \x01(\tR\x06willId\x12\x12\n" +
+	"\x04fire\x18\x02 \x01(\bR\x04fire\"\xc1\x01\n" +
 	"\vRetainedSet\x12\x14\n" +
 	"\x05topic\x18\x01 \x01(\tR\x05topic\x12\x18\n" +
 	"\apayload\x18\x02 \x01(\fR\apayload\x12\x10\n" +

@@ -127,7 +127,12 @@ type ForwardedMessage struct {
 	// close the connection of that client id on the receiver (the client
 	// connected to the sender with a session the cluster does not register,
 	// [MQTT-3.1.4-3]). It travels in order with the messages, in batches.
-	KickClientId  string `protobuf:"bytes,12,opt,name=kick_client_id,json=kickClientId,proto3" json:"kick_client_id,omitempty"`
+	KickClientId string `protobuf:"bytes,12,opt,name=kick_client_id,json=kickClientId,proto3" json:"kick_client_id,omitempty"`
+	// to_client_id, when set, addresses the message to that session only:
+	// a node hands on what it queued for a session that the cluster gave to
+	// the receiver while the sender was cut off. qos and retain are then the
+	// delivery's, not the publication's.
+	ToClientId    string `protobuf:"bytes,13,opt,name=to_client_id,json=toClientId,proto3" json:"to_client_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -242,6 +247,13 @@ func (x *ForwardedMessage) GetSharedOnly() bool {
 func (x *ForwardedMessage) GetKickClientId() string {
 	if x != nil {
 		return x.KickClientId
+	}
+	return ""
+}
+
+func (x *ForwardedMessage) GetToClientId() string {
+	if x != nil {
+		return x.ToClientId
 	}
 	return ""
 }
@@ -1345,7 +1357,7 @@ var File_mqcluster_v1_transport_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\x96\x03\n" +
+	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xb8\x03\n" +
 	"\x10ForwardedMessage\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1363,7 +1375,9 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	" \x03(\v2\x1a.mqcluster.v1.SharedTargetR\x06shared\x12\x1f\n" +
 	"\vshared_only\x18\v \x01(\bR\n" +
 	"sharedOnly\x12$\n" +
-	"\x0ekick_client_id\x18\f \x01(\tR\fkickClientId\"<\n" +
+	"\x0ekick_client_id\x18\f \x01(\tR\fkickClientId\x12 \n" +
+	"\fto_client_id\x18\r \x01(\tR\n" +
+	"toClientId\"<\n" +
 	"\fSharedTarget\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\"\xbf\x01\n" +

@@ -1,0 +1,146 @@
+package broker
+
+import (
+	"context"
+	"sync"
+)
+
+// Hand-on: a node cut off from the cluster (a partition, a pause) may
+// queue messages for a persistent session that the cluster meanwhile gave
+// to another node. Once it is back it hands those messages on to the
+// session's owner, addressed to that session alone; the owner meets the
+// ones its client already got once, by (node, id).
+
+// SessionDelivery is one message for one session, as handed on.
+type SessionDelivery struct {
+	Msg    *Message
+	QoS    byte
+	Retain bool
+	SubIDs []uint32
+}
+
+// Surrender ends the offline session of clientID here without publishing
+// its will and returns everything it held, for its owner elsewhere; false
+// when there is no such session, or it is connected or moving.
+func (s *Server) Surrender(clientID string) (*SessionRecord, bool) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		s.mu.Unlock()
+		return nil, false
+	}
+	ss.mu.Lock()
+	if ss.conn != nil || ss.moving || ss.importing || ss.ended {
+		ss.mu.Unlock()
+		s.mu.Unlock()
+		return nil, false
+	}
+	rec := ss.exportLocked(true)
+	s.cancelPendingWillLocked(ss)
+	s.dropLocked(ss)
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	s.finishDrop(ss)
+	return rec, true
+}
+
+// DeliverToSession queues handed-on messages in the session of clientID
+// on this node, skipping those it holds or delivered lately, and returns
+// once they are placed (durably for a stored session). Messages for a
+// session that is not here are dropped (its client went elsewhere again;
+// they follow it no further).
+func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []SessionDelivery) error {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return nil
+	}
+	ss.mu.Lock()
+	held := make(msgSet)
+	for i := range ss.inflight {
+		held.add(ss.inflight[i].msg)
+	}
+	ss.queue.each(func(o *outMsg) { held.add(o.msg) })
+	for i := range ss.pending {
+		held.add(ss.pending[i].msg)
+	}
+	var ops []StoreOp
+	var start *conn
+	for _, d := range ds {
+		if held.has(d.Msg) || s.recent.has(clientID, d.Msg) {
+			continue
+		}
+		held.add(d.Msg)
+		o := outMsg{msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs}
+		if op, ok := ss.prepareLocked(&o); ok {
+			if op.Kind != 0 {
+				ops = append(ops, op)
+			}
+			if c := ss.placeLocked(o); c != nil {
+				start = c
+			}
+		}
+	}
+	ss.mu.Unlock()
+	s.commitOps(ops, true)
+	if start != nil {
+		go start.flush()
+	}
+	return ctx.Err()
+}
+
+func (m msgSet) add(msg *Message) {
+	if msg.ID != 0 {
+		m[msgKey{msg.Node, msg.ID}] = struct{}{}
+	}
+}
+
+// recentSet remembers the last messages whose delivery to a session ended
+// (acknowledged, or handed to another node), so that a hand-on does not
+// deliver them again. It holds a fixed number of entries.
+type recentSet struct {
+	mu   sync.Mutex
+	keys map[recentKey]struct{}
+	ring []recentKey
+	next int
+}
+
+type recentKey struct {
+	client string
+	msg    msgKey
+}
+
+const recentEntries = 1 << 16
+
+func (r *recentSet) add(client string, m *Message) {
+	if m.ID == 0 {
+		return
+	}
+	k := recentKey{client, msgKey{m.Node, m.ID}}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.keys == nil {
+		r.keys = make(map[recentKey]struct{}, recentEntries)
+		r.ring = make([]recentKey, recentEntries)
+	}
+	if _, ok := r.keys[k]; ok {
+		return
+	}
+	if old := r.ring[r.next]; old.client != "" {
+		delete(r.keys, old)
+	}
+	r.ring[r.next] = k
+	r.next = (r.next + 1) % recentEntries
+	r.keys[k] = struct{}{}
+}
+
+func (r *recentSet) has(client string, m *Message) bool {
+	if m.ID == 0 {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	_, ok := r.keys[recentKey{client, msgKey{m.Node, m.ID}}]
+	return ok
+}
