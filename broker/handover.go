@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"sort"
 	"time"
 
@@ -406,22 +407,26 @@ func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
 	s.cancelPendingWillLocked(ss)
 	rec := ss.exportLocked(false)
 	if ss.moveTimer == nil {
-		ss.moveTimer = time.AfterFunc(moveTimeout, func() { s.FinishHandOver(clientID) })
+		ss.moveTimer = time.AfterFunc(moveTimeout, func() { s.endMove(clientID) })
 	}
 	ss.mu.Unlock()
 	return rec, true
 }
 
+// ErrMoveInProgress is FinishHandOver's answer while the session is still
+// arriving here from a third node: ask again later.
+var ErrMoveInProgress = errors.New("broker: the session is still arriving from another node")
+
 // FinishHandOver ends a session handed over by HandOver and returns it as
 // it is now: what HandOver returned and what it collected since (the new
-// owner meets the repeated messages once, by their ids); false when there
-// is none.
-func (s *Server) FinishHandOver(clientID string) (*SessionRecord, bool) {
+// owner meets the repeated messages once, by their ids); nil when there is
+// none.
+func (s *Server) FinishHandOver(clientID string) (*SessionRecord, error) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	if ss == nil || !ss.moving {
 		s.mu.Unlock()
-		return nil, false
+		return nil, nil
 	}
 	s.mu.Unlock()
 	// A session still arriving from a third node is handed on whole: wait
@@ -433,12 +438,13 @@ func (s *Server) FinishHandOver(clientID string) (*SessionRecord, bool) {
 		select {
 		case <-wait:
 		case <-time.After(s.cfg.ClusterTimeout):
+			return nil, ErrMoveInProgress
 		}
 	}
 	s.mu.Lock()
 	if s.sessions[clientID] != ss || !ss.moving {
 		s.mu.Unlock()
-		return nil, false
+		return nil, nil
 	}
 	ss.mu.Lock()
 	rec := ss.exportLocked(true)
@@ -450,7 +456,7 @@ func (s *Server) FinishHandOver(clientID string) (*SessionRecord, bool) {
 	ss.mu.Unlock()
 	s.mu.Unlock()
 	s.finishDrop(ss)
-	return rec, true
+	return rec, nil
 }
 
 // DropSession ends the local session of clientID without publishing its
@@ -791,4 +797,12 @@ func (s *Server) Fence() int {
 		c.disconnect(packet.UseAnotherServer)
 	}
 	return len(conns)
+}
+
+// endMove ends a handed-over session whose new owner never finished the
+// move, once it is not arriving from a third node any more.
+func (s *Server) endMove(clientID string) {
+	if _, err := s.FinishHandOver(clientID); err != nil {
+		time.AfterFunc(moveTimeout/4, func() { s.endMove(clientID) })
+	}
 }

@@ -183,14 +183,14 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		if d := finishDelay; d > 0 {
 			time.Sleep(d) // tests: a previous owner slow to answer
 		}
-		return s.n.finished.finish(id, req.GetEpoch(), func() []byte {
-			rec, ok := b.FinishHandOver(id)
-			if !ok {
-				return nil
+		return s.n.finished.finish(id, req.GetEpoch(), func() ([]byte, error) {
+			rec, err := b.FinishHandOver(id)
+			if err != nil || rec == nil {
+				return nil, err
 			}
 			rec.Messages = s.n.globalize(rec.Messages)
-			return store.AppendTransfer(nil, rec)
-		}), nil
+			return store.AppendTransfer(nil, rec), nil
+		})
 	}
 	rec, ok := b.HandOver(id)
 	if !ok {
@@ -295,9 +295,8 @@ type finishedMove struct {
 // keepFinished is how long an answer is kept for a retry.
 const keepFinished = 2 * time.Minute
 
-func (f *finishedMoves) finish(id string, epoch uint64, end func() []byte) []byte {
+func (f *finishedMoves) finish(id string, epoch uint64, end func() ([]byte, error)) ([]byte, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	now := time.Now()
 	for k, v := range f.m {
 		if now.Sub(v.at) > keepFinished {
@@ -305,16 +304,23 @@ func (f *finishedMoves) finish(id string, epoch uint64, end func() []byte) []byt
 		}
 	}
 	if v, ok := f.m[id]; ok && v.epoch == epoch {
-		return v.state
+		f.mu.Unlock()
+		return v.state, nil
 	}
-	state := end()
+	f.mu.Unlock()
+	state, err := end()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", transport.ErrRejected, err)
+	}
 	if state != nil {
+		f.mu.Lock()
 		if f.m == nil {
 			f.m = map[string]finishedMove{}
 		}
 		f.m[id] = finishedMove{epoch: epoch, state: state, at: now}
+		f.mu.Unlock()
 	}
-	return state
+	return state, nil
 }
 
 // Will registration states (Node.wills).

@@ -29,6 +29,10 @@ func (n *Node) watchLoop() {
 	// about an earlier run and fence nothing.
 	var downs uint64
 	caughtUp := false
+	// heal counts the route checks still to do: a few after the node was
+	// taken for dead or lost contact with the leader, none otherwise (the
+	// check walks every local subscription).
+	heal, inContact := 0, true
 	for tick := 1; ; tick++ {
 		select {
 		case <-n.stop:
@@ -42,8 +46,16 @@ func (n *Node) watchLoop() {
 		} else if d := n.fsm.DownCount(n.cfg.NodeID); d != downs {
 			downs = d
 			n.fence()
+			heal = 5
 		}
-		if tick%10 == 0 {
+		if c := n.inContact(); c != inContact {
+			inContact = c
+			if c {
+				heal = 5
+			}
+		}
+		if heal > 0 && tick%10 == 0 {
+			heal--
 			n.healRoutes()
 		}
 		if !n.IsLeader() {
