@@ -34,6 +34,9 @@ type Config struct {
 	MaxVoters int
 	// GossipKey, when set (16, 24 or 32 bytes), encrypts memberlist traffic.
 	GossipKey []byte
+	// TLSCertFile, TLSKeyFile and TLSCAFile, all set or none, make the gRPC
+	// transport between nodes mutual TLS with a cluster CA.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
 	// FastGossip uses memberlist's local-network timings (tests).
 	FastGossip bool
 	// ApplyTimeout bounds one proposal.

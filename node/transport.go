@@ -18,6 +18,7 @@ func (n *Node) startTransport() error {
 	cfg := transport.DefaultConfig()
 	cfg.NodeID = n.cfg.NodeID
 	cfg.ListenAddr = n.cfg.GRPCAddr
+	cfg.CertFile, cfg.KeyFile, cfg.CAFile = n.cfg.TLSCertFile, n.cfg.TLSKeyFile, n.cfg.TLSCAFile
 	cfg.Logger = n.log
 	// QoS 0 messages to a peer that falls behind are dropped (counted) once
 	// its outbox is full: leave room for bursts.

@@ -106,6 +106,9 @@ type Cluster struct {
 	GossipAddr      string        `yaml:"gossip_addr" help:"memberlist listen address"`
 	GRPCAddr        string        `yaml:"grpc_addr" help:"node-to-node gRPC listen address"`
 	GossipKeyFile   string        `yaml:"gossip_key_file" help:"file holding the memberlist encryption key: 16, 24 or 32 bytes, raw or base64"`
+	TLSCertFile     string        `yaml:"tls_cert_file" help:"this node's certificate for mutual TLS between nodes (gRPC); names the node id in its CN or a DNS SAN; with tls_key_file and tls_ca_file"`
+	TLSKeyFile      string        `yaml:"tls_key_file" help:"the key of tls_cert_file"`
+	TLSCAFile       string        `yaml:"tls_ca_file" help:"the cluster CA that signs every node's certificate"`
 	MaxVoters       int           `yaml:"max_voters" help:"Raft voters at most; later nodes join as non-voters"`
 	ApplyTimeout    time.Duration `yaml:"apply_timeout" help:"bound on one Raft proposal"`
 	NodeDownAfter   time.Duration `yaml:"node_down_after" help:"how long the leader waits after gossip declared a node dead before its routes go and its clients' wills start"`

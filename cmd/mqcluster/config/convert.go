@@ -93,6 +93,7 @@ func (c *Config) NodeConfig(log *slog.Logger) (node.Config, error) {
 	n.NodeID, n.DataDir, n.BootstrapExpect, n.Join = cl.NodeID, c.DataDir, cl.BootstrapExpect, cl.Join
 	n.RaftAddr, n.RaftAdvertise, n.GossipAddr, n.GRPCAddr = cl.RaftAddr, cl.RaftAdvertise, cl.GossipAddr, cl.GRPCAddr
 	n.MaxVoters, n.ApplyTimeout, n.NodeDownAfter, n.Logger = cl.MaxVoters, cl.ApplyTimeout, cl.NodeDownAfter, log
+	n.TLSCertFile, n.TLSKeyFile, n.TLSCAFile = cl.TLSCertFile, cl.TLSKeyFile, cl.TLSCAFile
 	if cl.GossipKeyFile != "" {
 		key, err := readGossipKey(cl.GossipKeyFile)
 		if err != nil {

@@ -155,6 +155,16 @@ func (c *Config) validateCluster(v *validator) {
 			v.add("cluster.gossip_key_file", "%v", err)
 		}
 	}
+	set := 0
+	for _, f := range []string{cl.TLSCertFile, cl.TLSKeyFile, cl.TLSCAFile} {
+		if f != "" {
+			set++
+		}
+	}
+	v.check(set == 0 || set == 3, "cluster.tls_cert_file", "tls_cert_file, tls_key_file and tls_ca_file go together")
+	v.file("cluster.tls_cert_file", cl.TLSCertFile)
+	v.file("cluster.tls_key_file", cl.TLSKeyFile)
+	v.file("cluster.tls_ca_file", cl.TLSCAFile)
 }
 
 func (c *Config) validateAuth(v *validator) {
