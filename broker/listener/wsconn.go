@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -34,6 +35,8 @@ type wsConn struct {
 	r   io.Reader // the message being read; nil between messages
 	err error     // the read error that ended the stream, returned again
 	wmu sync.Mutex
+	// wdeadline is the write deadline Write applies (SetWriteDeadline).
+	wdeadline atomic.Pointer[time.Time]
 	peer
 	user, clientID string // from a verified client certificate (wss)
 }
@@ -95,6 +98,9 @@ func wsError(err error) error {
 // Write sends b as one binary message.
 func (c *wsConn) Write(b []byte) (int, error) {
 	c.wmu.Lock()
+	if d := c.wdeadline.Load(); d != nil {
+		c.ws.SetWriteDeadline(*d)
+	}
 	err := c.ws.WriteMessage(websocket.BinaryMessage, b)
 	c.wmu.Unlock()
 	if err != nil {
@@ -118,12 +124,19 @@ func (c *wsConn) LocalAddr() net.Addr  { return c.ws.LocalAddr() }
 func (c *wsConn) RemoteAddr() net.Addr { return c.ws.RemoteAddr() }
 
 func (c *wsConn) SetDeadline(t time.Time) error {
-	c.ws.SetWriteDeadline(t)
+	c.SetWriteDeadline(t)
 	return c.ws.SetReadDeadline(t)
 }
 
-func (c *wsConn) SetReadDeadline(t time.Time) error  { return c.ws.SetReadDeadline(t) }
-func (c *wsConn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *wsConn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline may be called from any goroutine, as on a net.Conn: the
+// library's own setter is not safe for that, so the deadline is kept here
+// and given to the library by Write, under the write lock.
+func (c *wsConn) SetWriteDeadline(t time.Time) error {
+	c.wdeadline.Store(&t)
+	return nil
+}
 
 // PeerIdentity implements broker.PeerIdentifier for wss listeners that
 // verify client certificates.
