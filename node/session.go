@@ -156,7 +156,7 @@ func (n *Node) localize(msgs []broker.StoredMessage, from string) {
 // refuseTakeOver makes takeovers fail as if the node could not be reached
 // (tests).
 var (
-	finishDelay    time.Duration
+	finishDelay    atomic.Int64 // a time.Duration
 	refuseTakeOver atomic.Bool
 )
 
@@ -180,7 +180,7 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		return nil, fmt.Errorf("%w: take over of %q at epoch %d, session epoch %d", transport.ErrRejected, id, req.GetEpoch(), cur.Epoch)
 	}
 	if req.GetFinish() {
-		if d := finishDelay; d > 0 {
+		if d := time.Duration(finishDelay.Load()); d > 0 {
 			time.Sleep(d) // tests: a previous owner slow to answer
 		}
 		return s.n.finished.finish(id, req.GetEpoch(), func() ([]byte, error) {

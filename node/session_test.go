@@ -423,8 +423,8 @@ func TestEphemeralTakeoverAcrossNodes(t *testing.T) {
 // completes: nothing is lost, QoS 2 arrives once, in order.
 func TestSlowMoveFinishesInBackground(t *testing.T) {
 	_, addrs := brokerCluster(t)
-	finishDelay = 7 * time.Second // past the cluster timeout of the CONNECT
-	t.Cleanup(func() { finishDelay = 0 })
+	finishDelay.Store(int64(7 * time.Second)) // past the cluster timeout of the CONNECT
+	t.Cleanup(func() { finishDelay.Store(0) })
 	pub := dial(t, addrs[2], "slow-pub")
 	dev := newDeviceState()
 	a, _ := rawConnect(t, addrs[0], "slow-mover", dev, true, 600)
