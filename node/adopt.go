@@ -163,11 +163,8 @@ func (n *Node) handOn(b *broker.Server, id, owner string) {
 		if err != nil {
 			continue
 		}
-		fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(sm.QoS), Retain: sm.Retain,
-			Properties: props, OriginClientId: m.Origin, OriginNode: m.Node, MsgId: m.ID, ToClientId: id}
-		if m.ExpiresAt != 0 {
-			fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
-		}
+		fm := wireMessage(m, props, m.Node)
+		fm.Qos, fm.Retain, fm.ToClientId = uint32(sm.QoS), sm.Retain, id
 		n.tr.Send(owner, fm, func(err error) {
 			if err != nil {
 				n.log.Warn("handed-on message not delivered", "client_id", id, "owner", owner, "err", err)

@@ -156,13 +156,8 @@ type forwardJob struct {
 // sharedOnly, for peer's own non-shared subscribers. The caller has
 // counted it in left.
 func (j *forwardJob) send(peer string, shared []*pb.SharedTarget, sharedOnly bool, tried []string) {
-	m := j.m
-	fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
-		Properties: j.props, OriginClientId: m.Origin, OriginNode: j.n.cfg.NodeID, MsgId: m.ID,
-		Shared: shared, SharedOnly: sharedOnly}
-	if m.ExpiresAt != 0 {
-		fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
-	}
+	fm := wireMessage(j.m, j.props, j.n.cfg.NodeID)
+	fm.Shared, fm.SharedOnly = shared, sharedOnly
 	j.n.tr.SendWait(peer, fm, func(err error) {
 		if err != nil && len(shared) > 0 {
 			lost := j.reroute(shared, append(tried, peer))
@@ -381,14 +376,10 @@ func (n *Node) ReconcileRoutes(ctx context.Context) error {
 	for _, f := range b.RoutedFilters() {
 		local[f] = true
 	}
-	have := map[string]bool{}
-	for _, r := range n.fsm.RoutesOf(n.cfg.NodeID) {
-		if r.Group != "" {
-			continue
-		}
-		have[r.Filter] = true
-		if !local[r.Filter] {
-			if err := n.SetRoute(ctx, r.Filter, 0); err != nil {
+	have := n.ownRoutes()
+	for f := range have {
+		if !local[f] {
+			if err := n.SetRoute(ctx, f, 0); err != nil {
 				return err
 			}
 		}
@@ -453,3 +444,26 @@ type shareKey struct{ filter, group string }
 
 // RetainedCount is the size of the replicated retained set (for $SYS).
 func (n *Node) RetainedCount() int { return n.fsm.RetainedCount() }
+
+// wireMessage is m as it travels to another node; props is m's encoded
+// property block and ingress the node that received m from its publisher.
+func wireMessage(m *broker.Message, props []byte, ingress string) *pb.ForwardedMessage {
+	fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
+		Properties: props, OriginClientId: m.Origin, OriginNode: ingress, MsgId: m.ID}
+	if m.ExpiresAt != 0 {
+		fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
+	}
+	return fm
+}
+
+// ownRoutes is the set of filters the cluster routes to this node for its
+// non-shared subscribers.
+func (n *Node) ownRoutes() map[string]bool {
+	have := map[string]bool{}
+	for _, r := range n.fsm.RoutesOf(n.cfg.NodeID) {
+		if r.Group == "" {
+			have[r.Filter] = true
+		}
+	}
+	return have
+}

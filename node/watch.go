@@ -290,12 +290,7 @@ func (n *Node) healRoutes() {
 	if b == nil || !n.inContact() {
 		return
 	}
-	have := map[string]bool{}
-	for _, r := range n.fsm.RoutesOf(n.cfg.NodeID) {
-		if r.Group == "" {
-			have[r.Filter] = true
-		}
-	}
+	have := n.ownRoutes()
 	local := b.RoutedFilters()
 	if len(local) <= len(have) {
 		return

@@ -1,0 +1,185 @@
+package broker
+
+// What a SessionCluster (handover.go) asks of the broker's sessions besides
+// moving them: their list, their claim epochs, closing connections the
+// cluster moved elsewhere, installing the sessions of a dead node, and the
+// subscriptions it records.
+
+import (
+	"sort"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker/packet"
+)
+
+// recordSubscriptions hands the session's subscriptions to the cluster
+// after a SUBSCRIBE or UNSUBSCRIBE of a claimed persistent session.
+func (c *conn) recordSubscriptions() {
+	sc := c.srv.sessionCluster()
+	if sc == nil {
+		return
+	}
+	ss := c.sess
+	ss.mu.Lock()
+	if !ss.persistent || ss.epoch == 0 || ss.ended {
+		ss.mu.Unlock()
+		return
+	}
+	subs := make([]Subscription, 0, len(ss.subs))
+	for _, sub := range ss.subs {
+		subs = append(subs, sub)
+	}
+	epoch := ss.epoch
+	ss.mu.Unlock()
+	sort.Slice(subs, func(i, j int) bool { return subs[i].Filter < subs[j].Filter })
+	sc.SetSubscriptions(ss.id, epoch, subs)
+}
+
+// Kick closes the live connection of clientID (DISCONNECT 0x8E to a 5.0
+// client, [MQTT-3.1.4-3]): the client connected to another node. A
+// persistent session stays here, offline.
+func (s *Server) Kick(clientID string) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	oc := ss.conn
+	ss.mu.Unlock()
+	if oc != nil {
+		oc.disconnect(packet.SessionTakenOver)
+	}
+}
+
+// SetSessionEpoch gives a session restored from the store its claim epoch,
+// as the cluster recorded it.
+func (s *Server) SetSessionEpoch(clientID string, epoch uint64) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	s.mu.Unlock()
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	if ss.epoch == 0 {
+		ss.epoch = epoch
+	}
+	ss.mu.Unlock()
+}
+
+// OfflineSessions lists the persistent sessions with no connection that
+// are neither moving to nor arriving from another node.
+func (s *Server) OfflineSessions() []string {
+	var ids []string
+	for _, ss := range s.sessionList() {
+		ss.mu.Lock()
+		if ss.persistent && ss.conn == nil && !ss.moving && !ss.importing && !ss.ended {
+			ids = append(ids, ss.id)
+		}
+		ss.mu.Unlock()
+	}
+	return ids
+}
+
+// HasSession reports whether this broker holds a session for clientID.
+func (s *Server) HasSession(clientID string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[clientID] != nil
+}
+
+// AdoptOffline installs, without a connection, a persistent session whose
+// node died: the cluster made this node its owner, so that the messages
+// published for it from now on are queued here until its client
+// reconnects (anywhere: the session then moves as usual). It does nothing
+// when a session of that client id is already here.
+func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64) {
+	ss := newSession(s, rec.ClientID)
+	ss.persistent, ss.expiry, ss.epoch = true, rec.Expiry, epoch
+	ss.version = packet.Version(rec.Version)
+	if ss.version == 0 {
+		ss.version = packet.V5
+	}
+	ss.info = ClientInfo{ClientID: rec.ClientID, Username: rec.Username, Version: ss.version}
+	s.mu.Lock()
+	if s.sessions[rec.ClientID] != nil || s.closed {
+		s.mu.Unlock()
+		return
+	}
+	s.sessions[ss.id] = ss
+	ss.mu.Lock()
+	if ss.expiry != expiryNever {
+		left := time.Duration(ss.expiry) * time.Second
+		if rec.DisconnectedAt != 0 {
+			left -= time.Since(time.Unix(0, rec.DisconnectedAt))
+		}
+		ss.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expireSession(ss) })
+	}
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	s.installSubscriptions(ss, rec)
+	ss.mu.Lock()
+	var ops []StoreOp
+	if ss.stored() && !ss.ended {
+		ops = append(ops, ss.sessionOp(rec.DisconnectedAt))
+	}
+	ss.mu.Unlock()
+	s.commitOps(ops, false)
+	s.log.Info("session of a lost node adopted", "client_id", ss.id, "subscriptions", len(rec.Subscriptions))
+}
+
+// Fence closes every client connection (DISCONNECT 0x9C use another server
+// to 5.0 clients): the cluster took this node for dead while it could not
+// tell, published the wills of its connections and gave its persistent
+// sessions to other nodes, so its clients must reconnect. Wills the
+// cluster published are not published again.
+func (s *Server) Fence() int {
+	s.mu.Lock()
+	conns := make([]*conn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.disconnect(packet.UseAnotherServer)
+	}
+	return len(conns)
+}
+
+// DropSession ends the local session of clientID without publishing its
+// will: the cluster says another node owns it (it moved while this node was
+// down).
+func (s *Server) DropSession(clientID string) {
+	s.mu.Lock()
+	ss := s.sessions[clientID]
+	if ss == nil {
+		s.mu.Unlock()
+		return
+	}
+	ss.mu.Lock()
+	if oc := ss.conn; oc != nil {
+		ss.conn = nil
+		oc.disconnect(packet.SessionTakenOver)
+	}
+	s.cancelPendingWillLocked(ss)
+	s.dropLocked(ss)
+	ss.mu.Unlock()
+	s.mu.Unlock()
+	s.finishDrop(ss)
+}
+
+// PersistentSessions lists the client ids of this broker's sessions that
+// outlive their connections.
+func (s *Server) PersistentSessions() []string {
+	var ids []string
+	for _, ss := range s.sessionList() {
+		ss.mu.Lock()
+		if ss.persistent && !ss.ended {
+			ids = append(ids, ss.id)
+		}
+		ss.mu.Unlock()
+	}
+	return ids
+}
