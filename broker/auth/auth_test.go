@@ -243,3 +243,34 @@ func TestReloadJWKS(t *testing.T) {
 }
 
 func b64urlOf(s string) string { return base64.RawURLEncoding.EncodeToString([]byte(s)) }
+
+// TestReloadHalfWritten: a poll that catches a file halfway through a
+// write (here: its first line only, which parses) does not take it; the
+// rules change once two polls read the same content.
+func TestReloadHalfWritten(t *testing.T) {
+	dir := t.TempDir()
+	aclPath := writeFile(t, dir, "acl", []byte("allow read a/#\n"))
+	a, err := New(Config{ACLFile: aclPath, AllowAnonymous: true, ReloadInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	c := &broker.ClientInfo{Username: "alice", ClientID: "c"}
+
+	writeFile(t, dir, "acl", []byte("allow read c/#\n"))
+	if err := a.reload(false); err != nil {
+		t.Fatal(err)
+	}
+	if !a.CanSubscribe(c, "a/x") || a.CanSubscribe(c, "c/x") {
+		t.Fatal("a poll took content no earlier poll had read")
+	}
+	writeFile(t, dir, "acl", []byte("allow read c/#\nallow read d/#\n"))
+	a.reload(false)
+	if !a.CanSubscribe(c, "a/x") || a.CanSubscribe(c, "d/x") {
+		t.Fatal("content that changed between two polls was taken")
+	}
+	a.reload(false)
+	if a.CanSubscribe(c, "a/x") || !a.CanSubscribe(c, "c/x") || !a.CanSubscribe(c, "d/x") {
+		t.Fatal("content read by two polls in a row was not taken")
+	}
+}

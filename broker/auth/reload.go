@@ -13,7 +13,9 @@ import (
 // one goroutine (or Reload): a stat per file, and a read only when the
 // size, the modification time or the file itself (a rename over it)
 // changed, or when the modification time is so recent that a second write
-// within the clock's granularity could hide behind it. A changed file is
+// within the clock's granularity could hide behind it. Changed content is
+// taken when two polls in a row read it (Reload takes it at once), so a
+// file caught halfway through a write is not applied. A changed file is
 // parsed into a new immutable snapshot that replaces the old one in one
 // atomic store; operations already running finish on the old one. A file
 // that no longer parses keeps the previous good rules and is logged once
@@ -34,6 +36,11 @@ type watched struct {
 	broken [sha256.Size]byte // content of the last failed parse
 	failed bool
 	gone   bool // the last stat failed (logged once)
+
+	// changed content read once by a poll, applied when the next poll
+	// reads it again
+	pending    bool
+	pendingSum [sha256.Size]byte
 }
 
 // load reads the file for the first time; an error is fatal to New.
@@ -62,7 +69,7 @@ func (w *watched) poll(a *Auth, force bool) (bool, error) {
 		return false, err
 	}
 	w.gone = false
-	if !force && sameStat(w.info, info) && time.Since(info.ModTime()) > racyWindow {
+	if !force && !w.pending && sameStat(w.info, info) && time.Since(info.ModTime()) > racyWindow {
 		return false, nil
 	}
 	data, info, err := readFile(w.path)
@@ -72,9 +79,14 @@ func (w *watched) poll(a *Auth, force bool) (bool, error) {
 	w.info = info
 	sum := sha256.Sum256(data)
 	if sum == w.sum {
-		w.failed = false
+		w.failed, w.pending = false, false
 		return false, nil
 	}
+	if !force && (!w.pending || sum != w.pendingSum) {
+		w.pending, w.pendingSum = true, sum
+		return false, nil
+	}
+	w.pending = false
 	v, err := w.parse(w.path, data)
 	if err != nil {
 		if !w.failed || sum != w.broken {
