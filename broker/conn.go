@@ -51,8 +51,9 @@ type conn struct {
 	qosIn          [3]int32 // pubsIn by QoS
 	// since is when the connection was accepted (unix ns; admin API).
 	since int64
-	// in is nc counting the bytes read into Stats.BytesIn: head's source.
-	in countingConn
+	// sock is the state of reading the socket directly (sockio.go); when
+	// it cannot be, head reads through nc, counting the bytes read.
+	sock sockReader
 	// pending counts this connection's store writes not yet durable.
 	pending atomic.Int32
 	// established is set once the CONNACK is queued; other goroutines may
@@ -93,11 +94,13 @@ type outItem struct {
 
 func newConn(s *Server, nc net.Conn) *conn {
 	c := &conn{srv: s, nc: nc, since: time.Now().UnixNano()}
-	if sc, ok := nc.(syscall.Conn); ok {
-		c.raw, _ = sc.SyscallConn()
+	var reads bool
+	c.raw, reads = rawSocket(nc)
+	if reads {
+		c.head.src = (*sockSource)(c)
+	} else {
+		c.head.src = &countingConn{Conn: nc, n: &s.stats.BytesIn}
 	}
-	c.in = countingConn{Conn: nc, n: &s.stats.BytesIn}
-	c.head.src = &c.in
 	c.rd = packet.NewReader(&c.head, s.cfg.MaxPacketSize)
 	return c
 }
@@ -123,7 +126,13 @@ func (c *conn) serve() {
 	c.onConnected()
 	for {
 		if c.keepAlive > 0 {
-			c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+			// [MQTT-3.1.2-24]: no packet within 1.5 times the keep-alive
+			// ends the connection.
+			if _, ok := c.head.src.(*sockSource); ok {
+				c.keepAliveRaw()
+			} else {
+				c.nc.SetReadDeadline(time.Now().Add(c.keepAlive * 3 / 2))
+			}
 		}
 		pk, err := c.rd.ReadPacket()
 		if err != nil {
@@ -371,28 +380,7 @@ func (c *conn) writeInline() {
 
 // tryWrite writes b without blocking and returns how much the socket took.
 func (c *conn) tryWrite(b []byte) (int, error) {
-	n := 0
-	var werr error
-	err := c.raw.Write(func(fd uintptr) bool {
-		for n < len(b) {
-			k, e := syscall.Write(int(fd), b[n:])
-			if k > 0 {
-				n += k
-			}
-			switch {
-			case e == syscall.EINTR:
-				continue
-			case e == syscall.EAGAIN:
-				return true
-			case e != nil:
-				werr = e
-				return true
-			case k <= 0:
-				return true
-			}
-		}
-		return true
-	})
+	n, werr, err := rawWrite(c.raw, b)
 	c.srv.stats.BytesOut.Add(int64(n))
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		// The deadline of an earlier blocking write has passed: leave the

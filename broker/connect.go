@@ -4,7 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"net"
+	"io"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker/packet"
@@ -326,7 +326,7 @@ const connectHeadLen = 5 + 2 + 4 + 1
 // a CONNECT too broken to decode can still be refused in the client's own
 // protocol version.
 type connectHead struct {
-	src net.Conn
+	src io.Reader
 	b   [connectHeadLen]byte
 	n   int
 }

@@ -270,8 +270,13 @@ func IsLoopbackAddress(address string) bool {
 }
 
 // tcpConn is a plain TCP connection. Embedding *net.TCPConn keeps its
-// SyscallConn, through which the broker writes without a goroutine.
+// SyscallConn, through which the broker writes without a goroutine and,
+// since nothing is buffered in front of the socket (ReadsSocket), reads.
 type tcpConn struct {
 	*net.TCPConn
 	peer
 }
+
+// ReadsSocket reports that Read reads straight from the socket of
+// SyscallConn.
+func (*tcpConn) ReadsSocket() bool { return true }
