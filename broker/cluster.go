@@ -123,6 +123,26 @@ func (s *Server) forwardFailed(m *Message, err error) {
 	}
 }
 
+// unacknowledged answers a 3.1.1 publisher whose message did not reach
+// every node that should have it: its PUBACK / PUBREC cannot say so, and
+// acknowledging would tell it the message is safe. The connection closes
+// instead ([MQTT-3.3.5-2] lets the server close rather than acknowledge);
+// the client sends the message again on its next connection — at least
+// once: subscribers that had it may get it twice.
+func (c *conn) unacknowledged(t packet.Type, id uint16) {
+	if t == packet.PUBREC {
+		// Not received after all: the resent PUBLISH must be routed again.
+		if ss := c.sess; ss != nil {
+			ss.mu.Lock()
+			delete(ss.awaitingRel, id)
+			ss.mu.Unlock()
+		}
+	}
+	c.srv.log.Info("closing a 3.1.1 connection instead of acknowledging a message some node did not accept",
+		"client_id", c.clientID, "packet_id", id)
+	c.closeNow()
+}
+
 // joinAcks calls ack once both the local delivery and the cluster's
 // forwarding of one message have finished.
 type joinAcks struct {
@@ -136,11 +156,32 @@ func (j *joinAcks) done() {
 	if j.left.Add(-1) != 0 {
 		return
 	}
-	code := j.ack.code
-	if j.failed.Load() && j.ack.c.version == packet.V5 {
-		code = packet.UnspecifiedError
+	j.finish()
+}
+
+// finish is the failure-aware end of a joinAcks: the publisher's 5.0
+// acknowledgement says 0x80 when the message did not reach every node; a
+// 3.1.1 publisher, whose PUBACK cannot say so, gets none (unacknowledged).
+func (j *joinAcks) finish() {
+	a := j.ack
+	switch {
+	case a.join != nil:
+		if j.failed.Load() {
+			a.join.failed.Store(true)
+		}
+		a.join.done()
+	case a.c != nil && a.batch == nil && a.done == nil:
+		if j.failed.Load() {
+			if a.c.version < packet.V5 {
+				a.c.unacknowledged(a.t, a.id)
+				return
+			}
+			a.code = packet.UnspecifiedError
+		}
+		a.c.enqueueAck(a.t, a.id, a.code)
+	default:
+		a.send(nil)
 	}
-	j.ack.c.enqueueAck(j.ack.t, j.ack.id, code)
 }
 
 // setRoute asks the cluster to record this node's route for filter, within

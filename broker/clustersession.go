@@ -53,6 +53,26 @@ func (s *Server) Kick(clientID string) {
 	}
 }
 
+// ConnectedClaims returns the claim epochs of the persistent sessions
+// connected here, by client id.
+func (s *Server) ConnectedClaims() map[string]uint64 {
+	s.mu.Lock()
+	list := make([]*session, 0, len(s.sessions))
+	for _, ss := range s.sessions {
+		list = append(list, ss)
+	}
+	s.mu.Unlock()
+	out := make(map[string]uint64)
+	for _, ss := range list {
+		ss.mu.Lock()
+		if ss.conn != nil && ss.epoch != 0 {
+			out[ss.id] = ss.epoch
+		}
+		ss.mu.Unlock()
+	}
+	return out
+}
+
 // SetSessionEpoch gives a session restored from the store its claim epoch,
 // as the cluster recorded it.
 func (s *Server) SetSessionEpoch(clientID string, epoch uint64) {
@@ -146,28 +166,6 @@ func (s *Server) Fence() int {
 		c.disconnect(packet.UseAnotherServer)
 	}
 	return len(conns)
-}
-
-// DropSession ends the local session of clientID without publishing its
-// will: the cluster says another node owns it (it moved while this node was
-// down).
-func (s *Server) DropSession(clientID string) {
-	s.mu.Lock()
-	ss := s.sessions[clientID]
-	if ss == nil {
-		s.mu.Unlock()
-		return
-	}
-	ss.mu.Lock()
-	if oc := ss.conn; oc != nil {
-		ss.conn = nil
-		oc.disconnect(packet.SessionTakenOver)
-	}
-	s.cancelPendingWillLocked(ss)
-	s.dropLocked(ss)
-	ss.mu.Unlock()
-	s.mu.Unlock()
-	s.finishDrop(ss)
 }
 
 // PersistentSessions lists the client ids of this broker's sessions that

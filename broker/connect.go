@@ -103,6 +103,10 @@ func (c *conn) handshake() bool {
 	if cp.Version == packet.V5 {
 		c.connackProps(ack, cp, assigned, serverKA, ka, authData)
 	}
+	if err := c.srv.unavailableErr(); err != nil {
+		c.refuse(packet.ServerUnavailable, err)
+		return false
+	}
 	tr, ok := c.claimSession(cp)
 	if !ok {
 		return false

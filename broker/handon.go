@@ -47,13 +47,18 @@ func (s *Server) Surrender(clientID string) (*SessionRecord, bool) {
 // DeliverToSession queues handed-on messages in the session of clientID
 // on this node, skipping those it holds or delivered lately, and returns
 // once they are placed (durably for a stored session). Messages for a
-// session that is not here are dropped (its client went elsewhere again;
-// they follow it no further).
+// session that moved on from here lately follow it there (passon.go);
+// those for a session this node does not know are dropped.
 func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []SessionDelivery) error {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	s.mu.Unlock()
 	if ss == nil {
+		if owner, ok := s.movedTo(clientID); ok {
+			if sc := s.sessionCluster(); sc != nil {
+				s.passOnSession(sc, owner, clientID, ds)
+			}
+		}
 		return nil
 	}
 	ss.mu.Lock()
@@ -96,6 +101,28 @@ func (m msgSet) add(msg *Message) {
 	}
 }
 
+// MessageRef names a message cluster-wide: the node that received it from
+// its publisher ("" for this one) and its id there.
+type MessageRef struct {
+	Node string
+	ID   uint64
+}
+
+// deliveredHistory bounds the Delivered list a moving session takes along.
+const deliveredHistory = 1024
+
+// remember adds what rec says its session was delivered to seen and to the
+// recent deliveries of its client here.
+func (s *Server) remember(rec *SessionRecord, seen msgSet) {
+	for _, d := range rec.Delivered {
+		if d.ID == 0 {
+			continue
+		}
+		seen[d] = struct{}{}
+		s.recent.addKey(rec.ClientID, d)
+	}
+}
+
 // recentSet remembers the last messages whose delivery to a session ended
 // (acknowledged, or handed to another node), so that a hand-on does not
 // deliver them again. It holds a fixed number of entries.
@@ -117,7 +144,11 @@ func (r *recentSet) add(client string, m *Message) {
 	if m.ID == 0 {
 		return
 	}
-	k := recentKey{client, msgKey{m.Node, m.ID}}
+	r.addKey(client, msgKey{m.Node, m.ID})
+}
+
+func (r *recentSet) addKey(client string, mk msgKey) {
+	k := recentKey{client, mk}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.keys == nil {
@@ -143,4 +174,25 @@ func (r *recentSet) has(client string, m *Message) bool {
 	defer r.mu.Unlock()
 	_, ok := r.keys[recentKey{client, msgKey{m.Node, m.ID}}]
 	return ok
+}
+
+// of returns the recent deliveries of client, newest first, at most
+// deliveredHistory of them.
+func (r *recentSet) of(client string) []MessageRef {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []MessageRef
+	for i := range r.ring {
+		k := r.ring[(r.next-1-i+2*len(r.ring))%len(r.ring)]
+		if k.client == "" {
+			break
+		}
+		if k.client == client {
+			out = append(out, k.msg)
+			if len(out) == deliveredHistory {
+				break
+			}
+		}
+	}
+	return out
 }

@@ -40,6 +40,10 @@ type SessionCluster interface {
 	// node for dead — by the leader, whichever claims it first. publish
 	// may be called later, from another goroutine.
 	ClaimWill(id string, publish func(ok bool))
+	// PassOn sends a delivery to the session of clientID on owner, the
+	// node it moved to (DeliverToSession there), and calls done once owner
+	// has placed it, or with the failure.
+	PassOn(owner, clientID string, d SessionDelivery, done func(error))
 }
 
 // SessionClaim is what a CONNECT asks of the cluster.
@@ -131,6 +135,7 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	ss.persistent, ss.expiry, ss.version = persistent, expiry, cp.Version
 	ss.importing = true
 	ss.imported = make(chan struct{})
+	ss.arrived, ss.arrivedUntil = make(msgSet), time.Now().Add(arrivedWindow)
 	s.mu.Lock()
 	old := s.sessions[cp.ClientID]
 	if old != nil {
@@ -225,6 +230,18 @@ func (s *Server) importRecord(ss *session, rec *SessionRecord, seen msgSet, wait
 		return
 	}
 	ss.mu.Lock()
+	ended := ss.ended
+	ss.mu.Unlock()
+	if ended {
+		// The rest of the session arrived after the session moved on
+		// again: it follows it there.
+		s.passOnRecord(rec)
+		return
+	}
+	// What the client was delivered through the previous nodes is not
+	// delivered again, whichever way it reaches this one.
+	s.remember(rec, seen)
+	ss.mu.Lock()
 	// Deliveries are held back while importing; the imported messages
 	// themselves go through.
 	held := ss.importing
@@ -232,6 +249,11 @@ func (s *Server) importRecord(ss *session, rec *SessionRecord, seen msgSet, wait
 	var ops []StoreOp
 	if ss.stored() && !ss.wasStored {
 		ops = append(ops, ss.sessionOp(0))
+	}
+	if ss.arrived != nil {
+		for _, d := range rec.Delivered {
+			ss.arrived[d] = struct{}{}
+		}
 	}
 	for i := range rec.Messages {
 		ops = ss.importLocked(&rec.Messages[i], seen, ops)
@@ -309,9 +331,30 @@ func (s *Server) commitOps(ops []StoreOp, wait bool) {
 }
 
 // msgKey names a message across the cluster (Message.Node, Message.ID).
-type msgKey struct {
-	node string
-	id   uint64
+type msgKey = MessageRef
+
+// arrivedWindow is how long a session that arrived from another node
+// checks every delivery against those it already had: longer than a
+// previous node passes messages on (the node's passOnTime).
+const arrivedWindow = 45 * time.Second
+
+// arrivedOnce reports whether m is new to a session that arrived lately,
+// and remembers it; past arrivedWindow it stops checking. Caller holds
+// ss.mu.
+func (ss *session) arrivedOnce(m *Message) bool {
+	if time.Now().After(ss.arrivedUntil) {
+		ss.arrived = nil
+		return true
+	}
+	if m.ID == 0 {
+		return true
+	}
+	k := msgKey{m.Node, m.ID}
+	if _, dup := ss.arrived[k]; dup {
+		return false
+	}
+	ss.arrived[k] = struct{}{}
+	return true
 }
 
 type msgSet map[msgKey]struct{}
@@ -348,6 +391,10 @@ func (ss *session) importLocked(sm *StoredMessage, seen msgSet, ops []StoreOp) [
 			ss.placeLocked(o)
 		}
 		return ops
+	}
+	// In flight: placed here directly, not through prepareLocked.
+	if ss.arrived != nil && m.ID != 0 {
+		ss.arrived[msgKey{m.Node, m.ID}] = struct{}{}
 	}
 	ss.markID(sm.PacketID)
 	o.packetID, o.dup = sm.PacketID, true
@@ -484,7 +531,7 @@ func (s *Server) finishDrop(ss *session) {
 
 // exportLocked returns the session as a record, and empties it when empty
 // is set: messages in flight keep their packet ids, queued ones leave
-// theirs behind. Caller holds ss.mu.
+// theirs behind unless they may have been sent already. Caller holds ss.mu.
 func (ss *session) exportLocked(empty bool) *SessionRecord {
 	rec := &SessionRecord{ClientID: ss.id, Version: byte(ss.version), Expiry: ss.expiry, Username: ss.info.Username}
 	for _, sub := range ss.subs {
@@ -495,7 +542,14 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 	}
 	ss.queue.each(func(o *outMsg) {
 		sm := o.record()
-		sm.PacketID, sm.Seq = 0, 0
+		sm.Seq = 0
+		if !o.dup {
+			sm.PacketID = 0
+		}
+		// A queued message that may have reached the client already (one
+		// restored after a restart, to be sent again with DUP) keeps its
+		// packet id: the next node resends it as in flight, and a QoS 2
+		// one is not handed on.
 		rec.Messages = append(rec.Messages, *sm)
 	})
 	// Deliveries held back while this session was arriving from another
@@ -508,6 +562,7 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 	for id := range ss.awaitingRel {
 		rec.AwaitingRel = append(rec.AwaitingRel, id)
 	}
+	rec.Delivered = ss.srv.recent.of(ss.id)
 	if empty {
 		for i := range ss.inflight {
 			ss.retire(&ss.inflight[i])

@@ -98,8 +98,17 @@ func (s *Server) restore() error {
 			s.routeAdded(sub.Real, sub.Group)
 		}
 		ss.nsubs.Store(int32(len(ss.subs)))
+		// Messages go out in order, at most MaxInflight unacknowledged at
+		// a time, and leave the store when acknowledged: of the stored
+		// ones, only the first MaxInflight can have reached the client
+		// before the restart, and only they are sent again with DUP.
+		sent := 0
 		for _, sm := range rec.Messages {
-			o := outMsg{msg: sm.Msg, seq: sm.Seq, packetID: sm.PacketID, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs, dup: sm.PacketID != 0}
+			maybeSent := sm.PacketID != 0 && !sm.Released && sent < int(s.cfg.MaxInflight)
+			if maybeSent {
+				sent++
+			}
+			o := outMsg{msg: sm.Msg, seq: sm.Seq, packetID: sm.PacketID, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs, dup: maybeSent}
 			if sm.ShareGroup != "" {
 				o.share = s.shares.ref(shareRef{filter: sm.ShareFilter, group: sm.ShareGroup})
 			}

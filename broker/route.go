@@ -79,6 +79,9 @@ func (s *Server) publish(m *Message, from *conn, extra []StoreOp, ack ackTo) {
 
 // routeLocal delivers m to the matching subscriptions of this node.
 func (s *Server) routeLocal(m *Message, from *conn, extra []StoreOp, ack ackTo, retain bool) {
+	if s.moved.n.Load() > 0 {
+		ack = s.passOn(m, ack)
+	}
 	sc := scratchPool.Get().(*routeScratch)
 	sc.entries = s.subs.Match(m.Topic, sc.entries[:0])
 	targets := sc.targets[:0]

@@ -58,13 +58,17 @@ type Server struct {
 	connects  *rateLimiter
 	closed    bool
 	draining  bool // Drain: no new connections (drain.go)
-	wg        sync.WaitGroup
+	// unavailable refuses new clients while set (availability.go).
+	unavailable atomic.Pointer[error]
+	wg          sync.WaitGroup
 
 	routes        routeCounts
-	recent        recentSet // hand-on deduplication (handon.go)
+	recent        recentSet     // hand-on deduplication (handon.go)
+	moved         movedSessions // sessions that left lately (passon.go)
 	stats         Stats
 	start         time.Time
 	forwardLogged atomic.Int64 // unix ns of the last forward-failure log line
+	passOnLogged  atomic.Int64 // the same for pass-on failures (passon.go)
 	// msgIDs draws Message.ID; it starts at the start time in nanoseconds
 	// so that ids keep growing across restarts.
 	msgIDs atomic.Uint64
@@ -88,6 +92,11 @@ type Stats struct {
 	RefusedConnections atomic.Int64
 	// ForwardFailures counts messages some other node did not acknowledge.
 	ForwardFailures atomic.Int64
+	// PassedOn counts messages sent on to a session that moved to another
+	// node, PassOnFailures those its new owner did not acknowledge
+	// (passon.go).
+	PassedOn       atomic.Int64
+	PassOnFailures atomic.Int64
 	// RetainFailures counts retained changes the cluster did not record.
 	RetainFailures      atomic.Int64
 	RateLimitedConnects atomic.Int64

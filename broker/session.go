@@ -67,6 +67,12 @@ type session struct {
 	moving        bool
 	moveTimer     *time.Timer
 	dropOps       []StoreOp
+	// arrived names, for arrivedWindow after the session arrived from
+	// another node, every message it was delivered or placed: a message may
+	// reach it twice then, forwarded by a node that routes to its new node
+	// and passed on by its previous one (handover.go).
+	arrived      msgSet
+	arrivedUntil time.Time
 }
 
 func newSession(s *Server, id string) *session {
@@ -120,6 +126,9 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 	}
 	if ss.importing {
 		ss.pending = append(ss.pending, *o)
+		return StoreOp{}, false
+	}
+	if ss.arrived != nil && !ss.arrivedOnce(o.msg) {
 		return StoreOp{}, false
 	}
 	if c := ss.conn; c != nil && c.clientMaxPacket > 0 && estimateSize(o.msg) > c.clientMaxPacket {

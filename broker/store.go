@@ -91,6 +91,11 @@ type SessionRecord struct {
 	// Messages (in Seq order) and AwaitingRel are filled by Load only.
 	Messages    []StoredMessage
 	AwaitingRel []uint16
+	// Delivered names the messages whose delivery to the session ended
+	// lately (acknowledged by its client), newest first: a session that
+	// moves between nodes takes them along, so that no node delivers them
+	// again. Not stored.
+	Delivered []MessageRef
 }
 
 // Snapshot is what a Store hands back on start.

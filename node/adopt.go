@@ -3,10 +3,11 @@ package node
 import (
 	"context"
 	"hash/fnv"
+	"slices"
+	"sync"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
-	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/fsm"
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
@@ -33,7 +34,9 @@ func (n *Node) adoptLoop() {
 		case <-t.C:
 		}
 		b := n.brk.Load()
-		if b == nil || !n.inContact() {
+		if b == nil || !n.inContact() || !n.caughtUp() {
+			// A node behind the log (a slow link) would act on owners the
+			// cluster has replaced since.
 			continue
 		}
 		n.adoptOrphans(b)
@@ -149,28 +152,91 @@ func (n *Node) handOn(b *broker.Server, id, owner string) {
 	if !ok {
 		return
 	}
-	sent, kept := 0, 0
-	for _, sm := range n.globalize(rec.Messages) {
-		if sm.QoS == 2 {
-			// The new owner's client may have had it already through
-			// another node, and a second delivery of a QoS 2 message is
-			// worse than none: not handed on.
+	b.PassOnFor(id, owner, rec.Subscriptions, passOnTime)
+	n.globalize(rec)
+	var ds []broker.SessionDelivery
+	kept := 0
+	for _, sm := range rec.Messages {
+		if sm.QoS == 2 && sm.PacketID != 0 {
+			// A QoS 2 message that was in flight here may have reached
+			// the client, which then holds it as its own; a second
+			// delivery of it is worse than none: not handed on. The owner
+			// skips the others it already delivered or holds.
 			kept++
 			continue
 		}
-		m := sm.Msg
-		props, err := packet.AppendMessageProperties(nil, &m.Props)
-		if err != nil {
-			continue
-		}
-		fm := wireMessage(m, props, m.Node)
-		fm.Qos, fm.Retain, fm.ToClientId = uint32(sm.QoS), sm.Retain, id
-		n.tr.Send(owner, fm, func(err error) {
-			if err != nil {
-				n.log.Warn("handed-on message not delivered", "client_id", id, "owner", owner, "err", err)
-			}
-		})
-		sent++
+		ds = append(ds, broker.SessionDelivery{Msg: sm.Msg, QoS: sm.QoS, Retain: sm.Retain, SubIDs: sm.SubIDs})
 	}
-	n.log.Info("session owned by another node handed on", "client_id", id, "owner", owner, "messages", sent, "qos2_dropped", kept)
+	n.log.Info("session owned by another node handed on", "client_id", id, "owner", owner, "messages", len(ds), "qos2_in_flight_dropped", kept)
+	if len(ds) > 0 {
+		n.wg.Add(1)
+		go n.deliverHandedOn(b, id, owner, ds)
+	}
+}
+
+// handOnFor bounds how long a node keeps trying to hand a session's
+// messages on to its owner.
+const handOnFor = 2 * time.Minute
+
+// deliverHandedOn sends handed-on messages to the session's owner until it
+// has them all: the link to it may fail just then (a partition starting),
+// and the messages exist nowhere else. Each retry goes to the owner the
+// cluster records at that time, this node included.
+func (n *Node) deliverHandedOn(b *broker.Server, id, owner string, ds []broker.SessionDelivery) {
+	defer n.wg.Done()
+	deadline := time.Now().Add(handOnFor)
+	wait := time.Second
+	for {
+		if owner == n.cfg.NodeID {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			b.DeliverToSession(ctx, id, ds)
+			cancel()
+			return
+		}
+		ds = n.sendHandedOn(owner, id, ds)
+		if len(ds) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Stats().PassOnFailures.Add(int64(len(ds)))
+			n.log.Warn("handed-on messages not delivered to the session's owner; dropped",
+				"client_id", id, "owner", owner, "messages", len(ds))
+			return
+		}
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 10*time.Second)
+		if s, ok := n.fsm.Session(id); ok && s.Owner != "" {
+			owner = s.Owner
+		}
+	}
+}
+
+// sendHandedOn sends ds to the session of id on owner and returns those
+// that owner did not acknowledge, in order.
+func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery) []broker.SessionDelivery {
+	errs := make([]error, len(ds))
+	var wg sync.WaitGroup
+	wg.Add(len(ds))
+	for i, d := range ds {
+		n.PassOn(owner, id, d, func(err error) {
+			errs[i] = err
+			wg.Done()
+		})
+	}
+	wg.Wait()
+	var failed []broker.SessionDelivery
+	for i, err := range errs {
+		if err != nil {
+			failed = append(failed, ds[i])
+		}
+	}
+	if len(failed) > 0 {
+		n.log.Warn("handed-on messages not acknowledged by the session's owner; retrying",
+			"client_id", id, "owner", owner, "messages", len(failed), "err", errs[slices.IndexFunc(errs, func(e error) bool { return e != nil })])
+	}
+	return failed
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/broker/store"
 )
 
 // startBrokers runs a broker on every node of c, each on its own loopback
@@ -27,7 +29,15 @@ func startBrokers(t *testing.T, c *testCluster) []string {
 // startBroker runs a broker with nd as its cluster and returns its address.
 func startBroker(t *testing.T, nd *Node) string {
 	t.Helper()
-	srv, err := broker.New(broker.DefaultConfig(), broker.Options{Cluster: nd})
+	addr, _ := startBrokerWith(t, nd, broker.Options{})
+	return addr
+}
+
+// startBrokerWith is startBroker with opts (nd as its cluster).
+func startBrokerWith(t *testing.T, nd *Node, opts broker.Options) (string, *broker.Server) {
+	t.Helper()
+	opts.Cluster = nd
+	srv, err := broker.New(broker.DefaultConfig(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +52,7 @@ func startBroker(t *testing.T, nd *Node) string {
 		defer cancel()
 		srv.Close(ctx)
 	})
-	return ln.Addr().String()
+	return ln.Addr().String(), srv
 }
 
 // waitPeers waits until every node's transport knows the others.
@@ -322,6 +332,39 @@ func TestPublishToUnreachableNodeFailsVisibly(t *testing.T) {
 		t.Fatalf("PUBACK 0x%02X after %v, want 0x80", pa.ReasonCode, time.Since(start))
 	}
 	t.Logf("PUBACK 0x80 after %v", time.Since(start))
+
+	// A 3.1.1 PUBACK cannot carry 0x80: the connection closes instead of
+	// acknowledging, so the client sends the message again later.
+	nc, err := net.Dial("tcp", addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	write := func(p packet.Packet) {
+		b, err := p.Append(nil, packet.V311)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := nc.Write(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rd := packet.NewReader(nc, 1<<20)
+	rd.SetVersion(packet.V311)
+	nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	write(&packet.Connect{ProtocolName: "MQTT", Version: packet.V311, CleanStart: true, KeepAlive: 60, ClientID: "pub311"})
+	if pk, err := rd.ReadPacket(); err != nil {
+		t.Fatal(err)
+	} else if ca, ok := pk.(*packet.Connack); !ok || ca.ReasonCode != 0 {
+		t.Fatalf("CONNACK: %#v", pk)
+	}
+	write(&packet.Publish{Topic: "far/y", QoS: 1, PacketID: 7, Payload: []byte("undeliverable")})
+	start = time.Now()
+	pk, err := rd.ReadPacket()
+	if err == nil {
+		t.Fatalf("3.1.1 publisher got %#v after %v, want the connection closed without a PUBACK", pk, time.Since(start))
+	}
+	t.Logf("3.1.1 connection closed after %v (%v)", time.Since(start), err)
 }
 
 // After a crash, the routes of the clean sessions that died with the node
@@ -363,10 +406,14 @@ func TestRestartReconcilesRoutes(t *testing.T) {
 		}
 		return nil
 	})
-	fresh := dial(t, addr, "fresh")
-	if _, err := fresh.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "fresh/#", QoS: 1}}}); err != nil {
-		t.Fatal(err)
-	}
+	// The node learns, as it catches up, that the cluster took it for
+	// dead, and closes the connections it had then: subscribe until one
+	// holds.
+	eventually(t, 15*time.Second, func() error {
+		fresh := dial(t, addr, "fresh")
+		_, err := fresh.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "fresh/#", QoS: 1}}})
+		return err
+	})
 	if err := c.nodes[2].ReconcileRoutes(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -407,4 +454,71 @@ func assertV311RetainedRefused(t *testing.T, addr string) {
 	if err == nil {
 		t.Fatalf("3.1.1 retained PUBLISH in a minority answered with %v, want the connection closed", pk.Type())
 	}
+}
+
+// A node killed while it held an offline session comes back after the
+// cluster gave the session to another node: what it had queued for the
+// session (on its disk) goes to the new owner, not away.
+func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dir := t.TempDir()
+	storedBroker := func() (string, *broker.Server) {
+		st, err := store.Open(filepath.Join(dir, "sessions.db"), store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { st.Close() }) // after the broker's Close (cleanups run last first)
+		return startBrokerWith(t, c.nodes[2], broker.Options{Store: st})
+	}
+	// Node 2 runs a broker with a store (the one startBrokers gave it is
+	// replaced).
+	addr2, srv2 := storedBroker()
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addr2, "restored", dev, true, 600)
+	a.subscribe("restored/#", 1)
+	a.disconnect()
+	pub := dial(t, addrs[0], "restored-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range 10 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "restored/x", QoS: 1, Payload: []byte(fmt.Sprintf("s-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Node 2 dies with the session's queue on its disk; the cluster gives
+	// the session to a live node.
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv2.Close(closeCtx)
+	cancelClose()
+	c.kill(2)
+	eventually(t, 30*time.Second, func() error {
+		if s, _ := c.nodes[0].FSM().Session("restored"); s.Owner == "" || s.Owner == "node-2" {
+			return fmt.Errorf("owner %q", s.Owner)
+		}
+		return nil
+	})
+	// It comes back on its data directory, catches up, and hands the
+	// queue on.
+	c.restart(2)
+	storedBroker()
+	eventually(t, 30*time.Second, func() error {
+		if !c.nodes[2].inContact() {
+			return fmt.Errorf("the restarted node has not heard from a leader")
+		}
+		return nil
+	})
+	if err := c.nodes[2].ReconcileRoutes(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s, _ := c.nodes[0].FSM().Session("restored")
+	owner := addrs[0]
+	if s.Owner == "node-1" {
+		owner = addrs[1]
+	}
+	b, ack := rawConnect(t, owner, "restored", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatalf("CONNACK on %s: session present 0, want 1", s.Owner)
+	}
+	waitDeliveries(t, dev, "s", 10)
+	b.disconnect()
 }

@@ -7,11 +7,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/fsm"
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
+	"github.com/mqcluster/mqcluster/transport"
 )
 
 // The node is the broker's cluster.
@@ -73,13 +75,9 @@ func (n *Node) setRoute(ctx context.Context, filter, group string, members int) 
 
 // Forward sends m to every other node with a matching route.
 func (n *Node) Forward(m *broker.Message, done func(error)) bool {
-	mp := matchPool.Get().(*[]fsm.RouteMatch)
-	matches := n.fsm.MatchRoutes(m.Topic, (*mp)[:0])
-	defer func() {
-		clear(matches)
-		*mp = matches[:0]
-		matchPool.Put(mp)
-	}()
+	rc := routeCaches.Get().(*routeCache)
+	matches := rc.match(n.fsm, m.Topic)
+	routeCaches.Put(rc) // matches stays valid: cached matches are never modified
 	var buf [4]fwdTarget
 	targets := buf[:0]
 	var shared map[string][]*pb.SharedTarget
@@ -105,11 +103,33 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 	if len(targets) == 0 {
 		return false
 	}
+	if len(targets) == 1 && len(shared) == 0 {
+		// One node and no share group to re-send elsewhere: the common
+		// case gets done straight from the transport, which copies the
+		// message (no job, no callback of its own, nothing on the heap).
+		var scratch [256]byte
+		props, err := packet.AppendMessageProperties(scratch[:0], &m.Props)
+		if err != nil {
+			done(err)
+			return true
+		}
+		props = noEmptyProps(props)
+		// Fields set on the variable itself (not through a pointer) keep
+		// scratch on the stack; the same fields as wireMessage.
+		fm := pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
+			Properties: props, OriginClientId: m.Origin, OriginNode: n.cfg.NodeID, MsgId: m.ID}
+		if m.ExpiresAt != 0 {
+			fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
+		}
+		n.tr.SendWait(targets[0].peer, &fm, done, forwardWait)
+		return true
+	}
 	props, err := packet.AppendMessageProperties(nil, &m.Props)
 	if err != nil {
 		done(err)
 		return true
 	}
+	props = noEmptyProps(props)
 	j := &forwardJob{n: n, m: m, props: props, done: done, cands: cands}
 	j.left.Store(int32(len(targets)))
 	for _, t := range targets {
@@ -118,8 +138,42 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 	return true
 }
 
-// matchPool recycles the route matches of Forward.
-var matchPool = sync.Pool{New: func() any { s := make([]fsm.RouteMatch, 0, 8); return &s }}
+// routeCache holds the route matches of the topics forwarded recently, for
+// one state machine at one applied index: a route changes only by a Raft
+// entry, and an entry's changes are in the state machine before its index
+// is applied, so matches computed after reading index i hold every route
+// up to i. The caches come from a sync.Pool (one per processor, in
+// practice), so a lookup takes no lock; the garbage collector empties the
+// pool now and then, which costs a match per topic.
+type routeCache struct {
+	fsm   *fsm.FSM
+	index uint64
+	m     map[string][]fsm.RouteMatch // never modified once stored
+}
+
+// routeCacheTopics bounds the topics of one cache; past it, it starts over.
+const routeCacheTopics = 512
+
+var routeCaches = sync.Pool{New: func() any { return &routeCache{m: map[string][]fsm.RouteMatch{}} }}
+
+// match returns the routes matching topic; the caller must not modify them.
+func (c *routeCache) match(f *fsm.FSM, topic string) []fsm.RouteMatch {
+	idx := f.AppliedIndex() // before matching: see routeCache
+	if c.fsm != f || c.index != idx {
+		clear(c.m)
+		c.fsm, c.index = f, idx
+	}
+	if ms, ok := c.m[topic]; ok {
+		return ms
+	}
+	ms := f.MatchRoutes(topic, nil)
+	if len(c.m) >= routeCacheTopics {
+		clear(c.m)
+	}
+	// The topic may be a view of the publisher's packet: kept as a copy.
+	c.m[strings.Clone(topic)] = ms
+	return ms
+}
 
 // fwdTarget is one node a message goes to; plain: for its own non-shared
 // subscribers (not only for share groups).
@@ -228,37 +282,48 @@ func (j *forwardJob) finish(err error) {
 // deliverer hands forwarded messages to the attached broker.
 type deliverer struct{ n *Node }
 
-func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb.ForwardedMessage) error {
+func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []transport.Message) error {
 	b := d.n.brk.Load()
 	if b == nil {
 		return errNoBroker
 	}
 	ms := make([]*broker.Message, 0, len(msgs))
 	var handed map[string][]broker.SessionDelivery
-	for _, fm := range msgs {
-		if id := fm.KickClientId; id != "" {
-			b.Kick(id)
+	var origins stringCache
+	for i := range msgs {
+		fm := &msgs[i]
+		if len(fm.KickClientID) > 0 {
+			b.Kick(string(fm.KickClientID))
 			continue
 		}
-		m := &broker.Message{Topic: fm.Topic, Payload: fm.Payload, QoS: byte(min(fm.Qos, 2)), Retain: fm.Retain,
-			Origin: fm.OriginClientId, Node: fm.OriginNode, ID: fm.MsgId}
-		if m.Node == d.n.cfg.NodeID {
+		m := &broker.Message{QoS: byte(min(fm.QoS, 2)), Retain: fm.Retain, ID: fm.MsgID,
+			Origin: origins.get(fm.OriginClientID)}
+		m.Topic, m.Payload = ownedTopicPayload(fm.Topic, fm.Payload)
+		switch node := fm.OriginNode; {
+		case string(node) == d.n.cfg.NodeID:
 			m.Node = ""
+		case string(node) == from:
+			m.Node = from
+		default:
+			m.Node = string(node)
 		}
 		// Share groups: this node serves those the ingress node picked it
 		// for, and no other.
 		m.SharesSet, m.SharedOnly = true, fm.SharedOnly
-		for _, s := range fm.Shared {
-			m.Shares = append(m.Shares, broker.ShareTarget{Filter: s.Filter, Group: s.Group})
+		if fm.NumShared() > 0 {
+			for g, f := range fm.Shared() {
+				m.Shares = append(m.Shares, broker.ShareTarget{Filter: string(f), Group: string(g)})
+			}
 		}
-		if err := packet.DecodeMessageProperties(fm.Properties, &m.Props); err != nil {
-			d.n.log.Warn("forwarded message with bad properties skipped", "peer", from, "topic", fm.Topic, "err", err)
+		if err := decodeProps(fm.Properties, &m.Props); err != nil {
+			d.n.log.Warn("forwarded message with bad properties skipped", "peer", from, "topic", m.Topic, "err", err)
 			continue
 		}
 		if fm.ExpiresAtUnixMs != 0 {
 			m.ExpiresAt = fm.ExpiresAtUnixMs * int64(time.Millisecond)
 		}
-		if id := fm.ToClientId; id != "" {
+		if len(fm.ToClientID) > 0 {
+			id := string(fm.ToClientID)
 			if handed == nil {
 				handed = map[string][]broker.SessionDelivery{}
 			}
@@ -268,11 +333,73 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb
 		ms = append(ms, m)
 	}
 	for id, ds := range handed {
+		d.n.ownSession(b, id)
 		if err := b.DeliverToSession(ctx, id, ds); err != nil {
 			return err
 		}
 	}
 	return b.DeliverForwardedBatch(ctx, ms)
+}
+
+// noEmptyProps is props, or nil for a block without properties (its
+// length, 0, alone): a receiver decodes nil to no properties for free.
+func noEmptyProps(props []byte) []byte {
+	if len(props) == 1 && props[0] == 0 {
+		return nil
+	}
+	return props
+}
+
+// decodeProps is packet.DecodeMessageProperties into a zero p, which it
+// leaves alone (no copy, no clearing) when b holds no property.
+func decodeProps(b []byte, p *packet.Properties) error {
+	if len(b) == 0 || len(b) == 1 && b[0] == 0 {
+		return nil
+	}
+	return packet.DecodeMessageProperties(b, p)
+}
+
+// ownedTopicPayload copies a forwarded message's topic and payload into one
+// allocation: the topic is a string view of its start (never written
+// again), the payload the rest.
+func ownedTopicPayload(topic, payload []byte) (string, []byte) {
+	if len(topic)+len(payload) == 0 {
+		return "", nil
+	}
+	buf := make([]byte, len(topic)+len(payload))
+	copy(buf, topic)
+	copy(buf[len(topic):], payload)
+	var t string
+	if len(topic) > 0 {
+		t = unsafe.String(&buf[0], len(topic))
+	}
+	var p []byte
+	if len(payload) > 0 {
+		p = buf[len(topic):]
+	}
+	return t, p
+}
+
+// stringCache turns the few client ids of a forwarded batch into strings,
+// each once: a batch comes from a handful of publishers.
+type stringCache struct {
+	s    [16]string
+	next int
+}
+
+func (c *stringCache) get(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	for _, s := range c.s {
+		if s == string(b) {
+			return s
+		}
+	}
+	s := string(b)
+	c.s[c.next] = s
+	c.next = (c.next + 1) % len(c.s)
+	return s
 }
 
 // peerIDs lists the transport's peers.
@@ -357,17 +484,19 @@ func (n *Node) ReconcileRoutes(ctx context.Context) error {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
-	if err := n.fsm.WaitApplied(ctx, n.raft.CommitIndex()); err != nil {
+	if err := n.waitCommitted(ctx); err != nil {
 		return err
 	}
 	// Sessions restored from the store that moved to another node while
-	// this one was down are no longer this node's.
+	// this one was down are no longer this node's: their messages follow
+	// them.
 	for _, id := range b.PersistentSessions() {
 		cur, ok := n.fsm.Session(id)
 		switch {
 		case ok && cur.Owner != "" && cur.Owner != n.cfg.NodeID:
-			n.log.Info("restored session now owned by another node; dropped here", "client_id", id, "owner", cur.Owner)
-			b.DropSession(id)
+			// What it queued while this node was down goes to the owner.
+			n.log.Info("restored session now owned by another node; handing it on", "client_id", id, "owner", cur.Owner)
+			n.handOn(b, id, cur.Owner)
 		case ok:
 			b.SetSessionEpoch(id, cur.Epoch)
 		}

@@ -99,9 +99,10 @@ func Start(cfg Config) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
-	n.wg.Add(6)
+	n.wg.Add(7)
 	go n.reconnectLoop()
 	go n.adoptLoop()
+	go n.claimsLoop()
 	go n.bootstrapLoop()
 	go n.reconcileLoop()
 	go n.watchLoop()
@@ -132,7 +133,7 @@ func (n *Node) startRaft() error {
 			return fmt.Errorf("raft_advertise: %w", err)
 		}
 	}
-	trans, err := raft.NewTCPTransportWithLogger(n.cfg.RaftAddr, advertise, 3, 10*time.Second, hl)
+	trans, err := n.raftTransport(advertise, hl)
 	if err != nil {
 		return fmt.Errorf("raft transport: %w", err)
 	}

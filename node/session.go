@@ -36,18 +36,33 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		n.kickElsewhere(req.ClientID)
 		return nil, nil
 	}
+	// The cluster's record of an offline session can outlive the session
+	// by the time its node takes to record the end: past its expiry
+	// nothing of it is resumed (the server discards the session state once
+	// the interval has passed, [MQTT-4.1.0-2]), and session present is 0.
+	// This replica may lag behind the log (the release of the session, or
+	// its subscriptions, not applied yet): read it once caught up.
+	if err := n.waitCommitted(ctx); err != nil {
+		return nil, fmt.Errorf("claim session %q: %w", req.ClientID, err)
+	}
+	cur, known = n.fsm.Session(req.ClientID)
+	expired := known && sessionExpired(cur, time.Now())
+	if expired {
+		req.CleanStart = true
+	}
 	var expiry uint32
 	if req.Persistent {
 		expiry = req.Expiry
 	}
 	epoch := n.fsm.NextEpoch()
+	var idx uint64
 	for attempt := 0; ; attempt++ {
 		cmd, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
 			ClientId: req.ClientID, NodeId: n.cfg.NodeID, Epoch: epoch, ExpirySeconds: expiry, CleanStart: req.CleanStart}}})
 		if err != nil {
 			return nil, err
 		}
-		_, err = n.Propose(ctx, cmd)
+		idx, err = n.Propose(ctx, cmd)
 		if err == nil {
 			break
 		}
@@ -56,13 +71,25 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		if attempt < 10 && (errors.Is(err, ErrRejected) || errors.Is(err, fsm.ErrStaleEpoch)) && ctx.Err() == nil {
 			// This replica may lag (a restart): catch up with what is
 			// committed before drawing the next epoch.
-			n.fsm.WaitApplied(ctx, n.raft.CommitIndex())
+			n.waitCommitted(ctx)
 			epoch = max(n.fsm.NextEpoch(), epoch+1)
 			continue
 		}
 		return nil, fmt.Errorf("claim session %q: %w", req.ClientID, err)
 	}
 	tr := &broker.SessionTransfer{Epoch: epoch}
+	// The session as the claim found it: this replica may not have applied
+	// the subscriptions the previous owner recorded when it read cur.
+	if err := n.fsm.WaitApplied(ctx, idx); err != nil {
+		return nil, fmt.Errorf("claim session %q: %w", req.ClientID, err)
+	}
+	if expired {
+		n.kickElsewhere(req.ClientID)
+		return tr, nil
+	}
+	if s, ok := n.fsm.Session(req.ClientID); ok && s.Epoch == epoch {
+		cur.Subscriptions = s.Subscriptions
+	}
 	if !known {
 		n.kickElsewhere(req.ClientID)
 		return tr, nil
@@ -75,8 +102,9 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 			tr.Record = &broker.SessionRecord{ClientID: req.ClientID, Subscriptions: brokerSubscriptions(cur.Subscriptions)}
 		}
 	}
-	addr := n.peerAddr(cur.Owner)
-	if cur.Owner == "" || addr == "" {
+	from := cur.Owner // the node the session comes from
+	addr := n.peerAddr(from)
+	if from == "" || addr == "" {
 		recorded()
 		return tr, nil
 	}
@@ -89,10 +117,20 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		if err != nil {
 			return nil, err
 		}
-		n.localize(rec.Messages, cur.Owner)
+		n.localize(rec, from)
 		return rec, nil
 	}
-	state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch})
+	step1 := &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch}
+	state, err := n.tr.TakeOver(ctx, addr, step1)
+	if err == nil && len(state) == 0 && !req.CleanStart {
+		// The recorded owner holds no such session: its claim was
+		// committed after it had given up on the connection (a slow
+		// link), and the session is still where it was before. Ask the
+		// other nodes.
+		if peer, peerAddr, st := n.findSession(ctx, step1, from); st != nil {
+			from, addr, state = peer, peerAddr, st
+		}
+	}
 	if err != nil || len(state) == 0 {
 		if err != nil {
 			n.log.Warn("session not handed over by its previous node; taking its recorded subscriptions",
@@ -106,15 +144,44 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	}
 	rec, err := store.DecodeTransfer(state)
 	if err != nil {
-		n.log.Warn("bad session state from the previous node", "client_id", req.ClientID, "previous", cur.Owner, "err", err)
+		n.log.Warn("bad session state from the previous node", "client_id", req.ClientID, "previous", from, "err", err)
 		recorded()
 		tr.Finish = finish
 		return tr, nil
 	}
-	n.localize(rec.Messages, cur.Owner)
+	n.localize(rec, from)
 	tr.Record = rec
 	tr.Finish = finish
 	return tr, nil
+}
+
+// findSession asks the live nodes other than this one and skip, one at a
+// time, to hand over the session of req's client (the first step of a
+// move), and returns the first that had it.
+func (n *Node) findSession(ctx context.Context, req *pb.TakeOverRequest, skip string) (string, string, []byte) {
+	for _, m := range n.members() {
+		if m.id == n.cfg.NodeID || m.id == skip || m.grpc == "" {
+			continue
+		}
+		tctx, cancel := context.WithTimeout(ctx, time.Second)
+		state, err := n.tr.TakeOver(tctx, m.grpc, req)
+		cancel()
+		if err == nil && len(state) > 0 {
+			n.log.Info("session found on a node other than its recorded owner", "client_id", req.GetClientId(),
+				"node", m.id, "recorded_owner", skip)
+			return m.id, m.grpc, state
+		}
+	}
+	return "", "", nil
+}
+
+// sessionExpired reports whether the offline session s has outlived its
+// expiry interval at now.
+func sessionExpired(s fsm.Session, now time.Time) bool {
+	if s.Connected || s.DisconnectedAtUnixMs == 0 || s.ExpirySeconds == ^uint32(0) {
+		return false
+	}
+	return now.UnixMilli() >= s.DisconnectedAtUnixMs+int64(s.ExpirySeconds)*1000
 }
 
 // kickElsewhere closes a connection of clientID on every other node, in
@@ -137,18 +204,25 @@ func (n *Node) peerAddr(id string) string {
 	return ""
 }
 
-// localize rewrites the node names of handed-over messages from the
-// sender's point of view to this node's: "" means the node that received
-// the message from its publisher.
-func (n *Node) localize(msgs []broker.StoredMessage, from string) {
-	for i := range msgs {
-		m := msgs[i].Msg
-		switch m.Node {
+// localize rewrites the node names of a handed-over session's messages,
+// and of those it was delivered, from the sender's point of view to this
+// node's: "" means the node that received the message from its publisher.
+func (n *Node) localize(rec *broker.SessionRecord, from string) {
+	local := func(node string) string {
+		switch node {
 		case "":
-			m.Node = from
+			return from
 		case n.cfg.NodeID:
-			m.Node = ""
+			return ""
 		}
+		return node
+	}
+	for i := range rec.Messages {
+		m := rec.Messages[i].Msg
+		m.Node = local(m.Node)
+	}
+	for i := range rec.Delivered {
+		rec.Delivered[i].Node = local(rec.Delivered[i].Node)
 	}
 }
 
@@ -176,7 +250,11 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		b.Kick(id)
 		return nil, nil
 	}
-	if cur, ok := s.n.fsm.Session(id); ok && cur.Epoch > req.GetEpoch() {
+	// A stale first step is refused; the second step of a move this node
+	// began is served whatever was claimed since: the session left here
+	// for req's node, and what it collected meanwhile follows it there (and
+	// on from there).
+	if cur, ok := s.n.fsm.Session(id); ok && cur.Epoch > req.GetEpoch() && !req.GetFinish() {
 		return nil, fmt.Errorf("%w: take over of %q at epoch %d, session epoch %d", transport.ErrRejected, id, req.GetEpoch(), cur.Epoch)
 	}
 	if req.GetFinish() {
@@ -184,11 +262,13 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 			time.Sleep(d) // tests: a previous owner slow to answer
 		}
 		return s.n.finished.finish(id, req.GetEpoch(), func() ([]byte, error) {
+			s.n.awaitMovedRoutes(ctx, id, req.GetNewOwner(), req.GetEpoch())
 			rec, err := b.FinishHandOver(id)
 			if err != nil || rec == nil {
 				return nil, err
 			}
-			rec.Messages = s.n.globalize(rec.Messages)
+			b.PassOnFor(id, req.GetNewOwner(), rec.Subscriptions, passOnTime)
+			s.n.globalize(rec)
 			return store.AppendTransfer(nil, rec), nil
 		})
 	}
@@ -196,21 +276,26 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 	if !ok {
 		return nil, nil
 	}
-	rec.Messages = s.n.globalize(rec.Messages)
+	s.n.globalize(rec)
 	return store.AppendTransfer(nil, rec), nil
 }
 
-// globalize names this node in messages it received from their publishers,
+// globalize names this node in the messages of a session record that it
+// received from their publishers, and in those the session was delivered,
 // on copies: the broker's messages are shared and never modified.
-func (n *Node) globalize(msgs []broker.StoredMessage) []broker.StoredMessage {
-	for i := range msgs {
-		if m := msgs[i].Msg; m.Node == "" && m.ID != 0 {
+func (n *Node) globalize(rec *broker.SessionRecord) {
+	for i := range rec.Messages {
+		if m := rec.Messages[i].Msg; m.Node == "" && m.ID != 0 {
 			c := *m
 			c.Node = n.cfg.NodeID
-			msgs[i].Msg = &c
+			rec.Messages[i].Msg = &c
 		}
 	}
-	return msgs
+	for i := range rec.Delivered {
+		if rec.Delivered[i].Node == "" {
+			rec.Delivered[i].Node = n.cfg.NodeID
+		}
+	}
 }
 
 // brokerSubscriptions converts recorded subscriptions to the broker's form.

@@ -10,7 +10,10 @@ import (
 
 	paho "github.com/eclipse/paho.golang/paho"
 
+	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/fsm"
+	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
 // publishN publishes n QoS 2 messages topic/0..n-1 with payloads
@@ -28,6 +31,18 @@ func publishN(t *testing.T, c *client, topic, prefix string, from, n int) {
 			t.Fatalf("publish %d: PUBREC/PUBCOMP reason %#x", i, resp.ReasonCode)
 		}
 	}
+}
+
+// waitOwner waits until the cluster records owner as the owner of the
+// session of clientID.
+func waitOwner(t *testing.T, c *testCluster, clientID, owner string) {
+	t.Helper()
+	eventually(t, 5*time.Second, func() error {
+		if s, _ := c.nodes[0].FSM().Session(clientID); s.Owner != owner {
+			return fmt.Errorf("owner %q, want %q", s.Owner, owner)
+		}
+		return nil
+	})
 }
 
 // waitDeliveries waits until the device got every payload prefix-from..
@@ -471,12 +486,266 @@ func TestQueuedMessagesHandedOnToNewOwner(t *testing.T) {
 	refuseTakeOver.Store(true)
 	b, _ := rawConnect(t, addrs[1], "handon", dev, false, 600)
 	refuseTakeOver.Store(false)
-	eventually(t, 5*time.Second, func() error {
-		if s, _ := c.nodes[0].FSM().Session("handon"); s.Owner != "node-1" {
-			return fmt.Errorf("owner %q", s.Owner)
+	waitOwner(t, c, "handon", "node-1")
+	waitDeliveries(t, dev, "h", 10)
+	b.disconnect()
+}
+
+// Handing on survives a link that fails just then (a partition starting):
+// the messages exist nowhere else, so the node tries again until the
+// owner has them.
+func TestHandOnRetriesUntilTheOwnerHasThem(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "retry-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "retry", dev, true, 600)
+	a.subscribe("retry/#", 1)
+	a.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for i := range 10 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "retry/x", QoS: 1, Payload: []byte(fmt.Sprintf("r-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	failPassOns.Store(10) // the link fails for the first attempt of every message
+	t.Cleanup(func() { failPassOns.Store(0) })
+	refuseTakeOver.Store(true)
+	b, _ := rawConnect(t, addrs[1], "retry", dev, false, 600)
+	refuseTakeOver.Store(false)
+	waitOwner(t, c, "retry", "node-1")
+	waitDeliveries(t, dev, "r", 10)
+	if n := failPassOns.Load(); n != 0 {
+		t.Errorf("%d injected failures left: the hand-on was not tried again", n)
+	}
+	b.disconnect()
+}
+
+// A node cut off while its session moved on hands on what it queued for
+// it, QoS 2 included, and the session's owner delivers each message once:
+// the messages the client got through a node in between travel with the
+// session as its delivery history, so the owner skips them when the stale
+// copy arrives ([MQTT-4.3.3-2]: at most once for QoS 2).
+func TestHandOnDeliversQoS2OnceAfterTwoMoves(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "handon2-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "handon2", dev, true, 600)
+	a.subscribe("handon2/#", 2)
+	a.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publish := func(prefix string) {
+		for i := range 10 {
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "handon2/x", QoS: 2, Payload: []byte(fmt.Sprintf("%s-%04d", prefix, i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish("before") // queued on node 0
+
+	// The session moves to node 1 without node 0 (as if it were cut off):
+	// node 0 keeps its copy, and its route, so what is published now
+	// reaches both nodes; node 1 delivers it.
+	refuseTakeOver.Store(true)
+	b, _ := rawConnect(t, addrs[1], "handon2", dev, false, 600)
+	refuseTakeOver.Store(false)
+	waitOwner(t, c, "handon2", "node-1")
+	publish("after")
+	waitDeliveries(t, dev, "after", 10)
+	time.Sleep(200 * time.Millisecond) // the last PUBCOMPs
+	b.disconnect()
+
+	// Then on to node 2, through an ordinary takeover from node 1.
+	d, _ := rawConnect(t, addrs[2], "handon2", dev, false, 600)
+	waitOwner(t, c, "handon2", "node-2")
+	// Node 0 hands on its copy (after foreignGrace): the messages only it
+	// had arrive once, those node 1 delivered not again.
+	waitDeliveries(t, dev, "before", 10)
+	time.Sleep(2 * time.Second)
+	got, _ := dev.deliveries()
+	for i := range 10 {
+		if p := fmt.Sprintf("after-%04d", i); got[p] != 1 {
+			t.Errorf("%s delivered %d times, want once (QoS 2)", p, got[p])
+		}
+	}
+	d.disconnect()
+}
+
+// A node that let a session go to another node passes on the messages that
+// still reach it for the session: a node cut off from the leader forwards
+// by routes that name the session's previous node until it catches up. The
+// message reaches the client on its new node, once.
+func TestMovedSessionGetsLateForwards(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "late", dev, true, 600)
+	a.subscribe("late/#", 1)
+	a.disconnect()
+	b, _ := rawConnect(t, addrs[1], "late", dev, false, 600)
+	waitOwner(t, c, "late", "node-1")
+	// What a lagging node 2 would forward to node 0 now.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b0 := c.nodes[0].brk.Load()
+	for i := range 3 {
+		m := &broker.Message{Topic: "late/x", Payload: []byte(fmt.Sprintf("late-%04d", i)), QoS: 1, Node: "node-2", ID: uint64(100 + i)}
+		if err := b0.DeliverForwardedBatch(ctx, []*broker.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The same message again (a retried forward): not delivered twice.
+	dup := &broker.Message{Topic: "late/x", Payload: []byte("late-0002"), QoS: 1, Node: "node-2", ID: 102}
+	if err := b0.DeliverForwardedBatch(ctx, []*broker.Message{dup}); err != nil {
+		t.Fatal(err)
+	}
+	waitDeliveries(t, dev, "late", 3)
+	if n := b0.Stats().PassedOn.Load(); n < 3 {
+		t.Errorf("node 0 passed on %d messages, want at least 3", n)
+	}
+	b.disconnect()
+}
+
+// A node that missed the takeover of one of its clients (paused, or cut
+// off, when the other node asked) closes the old connection once it
+// applies the other node's claim: one connection per client id across the
+// cluster ([MQTT-3.1.4-3]), the old one told with 0x8E.
+func TestMissedTakeoverClosesOldConnection(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	old, _ := rawConnect(t, addrs[0], "twice", dev, true, 600)
+	old.subscribe("twice/#", 1)
+	refuseTakeOver.Store(true)
+	_, ack := rawConnect(t, addrs[1], "twice", dev, false, 600)
+	refuseTakeOver.Store(false)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node 1: session present 0, want 1 (its recorded subscriptions)")
+	}
+	if s, _ := c.nodes[1].FSM().Session("twice"); s.Owner != "node-1" {
+		t.Fatalf("owner %q, want node-1", s.Owner)
+	}
+	select {
+	case code := <-old.disc:
+		if code != packet.SessionTakenOver {
+			t.Fatalf("old connection: DISCONNECT %#x, want 0x8E", byte(code))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("old connection on node 0 still open 5 s after node 1 claimed the session")
+	}
+}
+
+// A claim can be committed after its node gave up on the connection (its
+// proposal timed out on a slow link): the cluster then records an owner
+// that holds nothing, and the session is still on the node before. The
+// next node the client connects to finds it there and takes it over whole,
+// with what was queued for it meanwhile ([MQTT-3.2.2-2]).
+func TestSessionFoundBesideAnEmptyOwner(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "beside-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "beside", dev, true, 600)
+	a.subscribe("beside/#", 2)
+	a.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+		ClientId: "beside", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, pub, "beside", "b", 0, 10) // queued on node 0, which still holds the session
+	b, ack := rawConnect(t, addrs[2], "beside", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node 2: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "b", 10)
+	b.disconnect()
+}
+
+// Messages handed on to a node the cluster records as a session's owner,
+// though it holds no such session (its claim was committed after it gave
+// up on the connection), wait there in the session the cluster recorded
+// until the client connects.
+func TestHandOnToAnEmptyOwnerKeepsTheMessages(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "empty-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "empty", dev, true, 600)
+	a.subscribe("empty/#", 2)
+	a.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	publishN(t, pub, "empty", "e", 0, 10) // queued on node 0
+	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+		ClientId: "empty", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	// Node 0 hands its copy on to node 1 (after foreignGrace).
+	eventually(t, 15*time.Second, func() error {
+		if c.nodes[0].brk.Load().HasSession("empty") {
+			return fmt.Errorf("node 0 still holds the session")
+		}
+		if !c.nodes[1].brk.Load().HasSession("empty") {
+			return fmt.Errorf("node 1 holds no session")
 		}
 		return nil
 	})
-	waitDeliveries(t, dev, "h", 10)
+	b, ack := rawConnect(t, addrs[1], "empty", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node 1: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "e", 10)
+	b.disconnect()
+}
+
+// The cluster's record of an offline session outlives it until its node
+// records the end; a client that comes back after the expiry interval gets
+// a new session, with session present 0, even where the record is still
+// there ([MQTT-4.1.0-2]).
+func TestExpiredSessionRecordIsNotResumed(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// As the record of a session that node 0 held, offline for 10 s with a
+	// 2 s expiry, whose end node 0 has not recorded yet.
+	epoch := c.nodes[0].FSM().NextEpoch()
+	expiry := uint32(2)
+	for _, op := range []*pb.Command{
+		{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{ClientId: "stale", NodeId: "node-0", Epoch: epoch, ExpirySeconds: expiry}}},
+		{Op: &pb.Command_SessionSubscriptions{SessionSubscriptions: &pb.SessionSubscriptions{ClientId: "stale", Epoch: epoch,
+			Subscriptions: []*pb.Subscription{{Filter: "stale/#", Qos: 1}}}}},
+		{Op: &pb.Command_SessionRelease{SessionRelease: &pb.SessionRelease{ClientId: "stale", Epoch: epoch,
+			DisconnectedAtUnixMs: time.Now().Add(-10 * time.Second).UnixMilli(), ExpirySeconds: &expiry}}},
+	} {
+		b, err := fsm.Encode(op)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.nodes[0].Propose(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Node 1 has the record (the leader's report of it may trail).
+	eventually(t, 5*time.Second, func() error {
+		if s, ok := c.nodes[1].FSM().Session("stale"); !ok || s.Connected {
+			return fmt.Errorf("node 1 has no offline record yet")
+		}
+		return nil
+	})
+	dev := newDeviceState()
+	b, ack := rawConnect(t, addrs[1], "stale", dev, false, 600)
+	if ack.SessionPresent {
+		t.Fatal("CONNACK: session present 1 for a session past its expiry, want 0")
+	}
+	if s, _ := c.nodes[1].FSM().Session("stale"); len(s.Subscriptions) != 0 {
+		t.Errorf("the new session took over the expired one's subscriptions: %+v", s.Subscriptions)
+	}
 	b.disconnect()
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"fmt"
+	"io"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	paho "github.com/eclipse/paho.golang/paho"
+	"github.com/hashicorp/raft"
 )
 
 // clusterCA writes a CA and one certificate per node id (CN and DNS SAN =
@@ -95,6 +97,23 @@ func TestClusterOverMutualTLS(t *testing.T) {
 	publishN(t, pub, "tls", "t", 0, 1)
 	if m := sub.expect(t); string(m.Payload) != fmt.Sprintf("t-%04d", 0) {
 		t.Fatalf("got %q", m.Payload)
+	}
+
+	// Raft's own traffic is mutual TLS too: a Raft peer without a cluster
+	// certificate gets nothing through.
+	plain, err := raft.NewTCPTransport("127.0.0.1:0", nil, 1, 2*time.Second, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	var resp raft.RequestVoteResponse
+	err = plain.RequestVote("node-0", raft.ServerAddress(c.nodes[0].RaftAddr()),
+		&raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ID: []byte("intruder"), Addr: []byte(plain.LocalAddr())}, Term: 1 << 40}, &resp)
+	if err == nil {
+		t.Fatalf("a plain-TCP Raft vote request got an answer from a TLS node: %+v", resp)
+	}
+	if _, l := c.nodes[0].raft.LeaderWithID(); l == "" {
+		t.Fatal("no leader after the intruder's vote request")
 	}
 }
 

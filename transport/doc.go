@@ -5,8 +5,9 @@
 // join and leave; and the admin status. One gRPC server per node, one client
 // connection per peer.
 //
-// It speaks in protobuf messages of proto/mqcluster/v1 and small Go types,
-// and declares the interfaces it calls (Deliverer, Proposer,
+// It speaks in protobuf messages of proto/mqcluster/v1 and small Go types
+// (forwarded messages travel in batches of its own packed layout,
+// message.go), and declares the interfaces it calls (Deliverer, Proposer,
 // SessionHandler, Membership, StatusProvider); the node implements them.
 // It must never import broker, fsm or node, and it never looks inside what
 // it carries (commands, MQTT properties, session state are opaque bytes).

@@ -91,7 +91,7 @@ func (s *server) Forward(stream pb.Cluster_ForwardServer) error {
 	st.release()
 	t.applied.update(from, hello.AppliedIndex)
 	applied := t.local.Load()
-	if err := stream.Send(&pb.ForwardAck{UpToSeq: upTo, AppliedIndex: applied, NodeId: t.cfg.NodeID}); err != nil {
+	if err := stream.Send(&pb.ForwardAck{UpToSeq: upTo, AppliedIndex: applied, NodeId: t.cfg.NodeID, Packed: !t.unpacked.Load()}); err != nil {
 		return err
 	}
 
@@ -141,6 +141,9 @@ type streamReader struct {
 	upTo  atomic.Uint64 // highest sequence number delivered on this stream
 	kick  chan struct{} // cap 1: upTo grew
 	done  chan error    // cap 1: why the reader stopped (nil: the sender closed)
+
+	views  []Message // the messages of the batch being delivered, reused
+	legacy []byte    // a batch of protobuf messages in the packed layout, reused
 }
 
 func (r *streamReader) run(ctx context.Context, stream pb.Cluster_ForwardServer) {
@@ -162,7 +165,7 @@ const recvAhead = 4
 
 func (r *streamReader) loop(ctx context.Context, stream pb.Cluster_ForwardServer) error {
 	type recvd struct {
-		f   *pb.ForwardFrame
+		f   *recvFrame
 		err error
 	}
 	frames := make(chan recvd, recvAhead)
@@ -170,10 +173,12 @@ func (r *streamReader) loop(ctx context.Context, stream pb.Cluster_ForwardServer
 	defer close(stop)
 	go func() {
 		for {
-			f, err := stream.Recv()
+			f := &recvFrame{}
+			err := stream.RecvMsg(f)
 			select {
 			case frames <- recvd{f, err}:
 			case <-stop:
+				f.free()
 				return
 			}
 			if err != nil {
@@ -188,16 +193,18 @@ func (r *streamReader) loop(ctx context.Context, stream pb.Cluster_ForwardServer
 		case <-ctx.Done():
 			return ctx.Err()
 		}
-		f, err := rf.f, rf.err
+		err := rf.err
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return err
 		}
-		switch fr := f.Frame.(type) {
+		switch fr := rf.f.frame.Frame.(type) {
 		case *pb.ForwardFrame_Batch:
-			if err := r.deliver(ctx, fr.Batch); err != nil {
+			err := r.deliver(ctx, fr.Batch)
+			rf.f.free() // the messages were views of its buffer
+			if err != nil {
 				return err
 			}
 		case *pb.ForwardFrame_Heartbeat:
@@ -215,7 +222,14 @@ func (r *streamReader) loop(ctx context.Context, stream pb.Cluster_ForwardServer
 func (r *streamReader) deliver(ctx context.Context, b *pb.ForwardBatch) error {
 	t := r.t
 	t.applied.update(r.from, b.AppliedIndex)
-	msgs := b.Messages
+	msgs, err := r.decode(b)
+	defer func() {
+		clear(r.views) // the views keep the frame's buffer
+		r.views = r.views[:0]
+	}()
+	if err != nil {
+		return status.Error(codes.InvalidArgument, err.Error())
+	}
 	if len(msgs) == 0 {
 		return nil
 	}
@@ -250,6 +264,27 @@ func (r *streamReader) deliver(ctx context.Context, b *pb.ForwardBatch) error {
 	t.received.Add(uint64(len(msgs)))
 	r.ack(last)
 	return nil
+}
+
+// decode returns the messages of b as views, from its packed messages or,
+// from a sender that sends protobuf messages, from those.
+func (r *streamReader) decode(b *pb.ForwardBatch) ([]Message, error) {
+	switch {
+	case len(b.Packed) > 0 && len(b.Messages) > 0:
+		return nil, errors.New("a batch with both packed and protobuf messages")
+	case len(b.Messages) > 0:
+		r.t.legacyBatches.Add(1)
+		r.legacy = r.legacy[:0]
+		for _, m := range b.Messages {
+			r.legacy = appendRecord(r.legacy, m)
+		}
+		msgs, err := decodePacked(r.legacy, r.views[:0])
+		r.views = msgs
+		return msgs, err
+	}
+	msgs, err := decodePacked(b.Packed, r.views[:0])
+	r.views = msgs
+	return msgs, err
 }
 
 func (r *streamReader) ack(upTo uint64) {

@@ -3,7 +3,6 @@ package transport
 import (
 	"context"
 	"fmt"
-	"google.golang.org/protobuf/proto"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +33,8 @@ var _ Forwarder = (*Transport)(nil)
 // acknowledged in the order of the Send calls; the done calls of those
 // that succeed come in that order too, on the peer's sender goroutine, so
 // done must not block (nor call Close, which waits for that goroutine).
-// m must not be modified after Send.
+// Send encodes m into the peer's outbox and keeps no reference to it: the
+// caller may reuse m once Send returns.
 func (t *Transport) Send(peer string, m *pb.ForwardedMessage, done func(error)) {
 	s := (*t.peers.Load())[peer]
 	if s == nil {
@@ -55,34 +55,31 @@ func (t *Transport) Send(peer string, m *pb.ForwardedMessage, done func(error)) 
 // publishers. A peer that is not connected gets Send's behaviour.
 func (t *Transport) SendWait(peer string, m *pb.ForwardedMessage, done func(error), maxWait time.Duration) {
 	s := (*t.peers.Load())[peer]
-	if s == nil || !t.PeerConnected(peer) {
+	if s == nil {
 		t.Send(peer, m, done)
 		return
 	}
-	size := proto.Size(m)
+	size, now := recordSize(m), t.now()
+	if !s.connected(now) {
+		s.enqueue(m, size, done, now, false)
+		return
+	}
 	var timeout <-chan time.Time
 	for {
-		s.mu.Lock()
-		full := s.closed == nil && (len(s.q)-s.head >= s.t.cfg.OutboxMessages || s.bytes+size > s.t.cfg.OutboxBytes)
-		if !full {
-			s.mu.Unlock()
-			s.sendSized(m, size, done)
+		space := s.enqueue(m, size, done, now, true)
+		if space == nil {
 			return
 		}
-		if s.space == nil {
-			s.space = make(chan struct{})
-		}
-		ch := s.space
-		s.mu.Unlock()
 		if timeout == nil {
 			tm := time.NewTimer(maxWait)
 			defer tm.Stop()
 			timeout = tm.C
 		}
 		select {
-		case <-ch:
+		case <-space:
+			now = t.now()
 		case <-timeout:
-			s.sendSized(m, size, done) // fails with ErrOutboxFull unless room appeared
+			s.enqueue(m, size, done, t.now(), false) // fails with ErrOutboxFull unless room appeared
 			return
 		}
 	}
@@ -118,11 +115,15 @@ type peerSender struct {
 	closed error         // set when run has exited: Send answers with it
 	space  chan struct{} // closed when messages leave a full outbox (SendWait)
 
+	chunk []byte // where Send encodes records: the tail of the newest chunk
+
 	// Owned by run.
-	calls []doneCall
-	frame *pb.ForwardFrame // the batch frame, reused
-	batch *pb.ForwardBatch
-	hb    *pb.ForwardFrame // the heartbeat frame, reused
+	calls  []doneCall
+	packed packedBatch      // the batch frame in the packed layout, reused
+	frame  *pb.ForwardFrame // the batch frame for a receiver that takes no packed batches
+	batch  *pb.ForwardBatch
+	views  []Message
+	hb     *pb.ForwardFrame // the heartbeat frame, reused
 
 	stats senderStats
 }
@@ -181,6 +182,7 @@ type sendStream struct {
 
 	lastSend    time.Duration
 	sentApplied uint64
+	packed      bool // the receiver takes ForwardBatch.packed
 }
 
 // closedChan is always ready: a select on it does not block.
@@ -367,6 +369,7 @@ func (s *peerSender) open() (*sendStream, error) {
 		stall:       time.AfterFunc(time.Hour, cancel),
 		lastSend:    now,
 		sentApplied: applied,
+		packed:      ack.Packed,
 	}
 	st.stall.Stop()
 	st.upTo.Store(ack.UpToSeq)
@@ -424,10 +427,10 @@ func (s *peerSender) flush(st *sendStream) (more bool, err error) {
 	s.mu.Lock()
 	start := s.head + s.nsent
 	n, bytes, retried := 0, batchOverhead, uint64(0)
-	msgs := s.batch.Messages[:0]
+	recs := s.packed.recs[:0]
 	for i := start; i < len(s.q) && n < cfg.MaxBatchMessages; i++ {
 		e := &s.q[i]
-		sz := int(e.size) + msgOverhead
+		sz := len(e.rec)
 		if n > 0 && bytes+sz > cfg.MaxBatchBytes {
 			break
 		}
@@ -437,27 +440,48 @@ func (s *peerSender) flush(st *sendStream) (more bool, err error) {
 			retried++
 		}
 		e.attempts++
-		msgs = append(msgs, e.msg)
+		recs = append(recs, e.rec)
 	}
 	if n == 0 {
 		s.mu.Unlock()
 		return false, nil
 	}
-	s.batch.SeqFirst = s.q[start].seq
+	seqFirst := s.q[start].seq
 	s.nsent += n
 	more = start+n < len(s.q)
 	deadline := s.q[s.head].enq + cfg.AckTimeout
 	s.mu.Unlock()
 
 	applied := s.t.local.Load()
-	s.batch.Messages, s.batch.AppliedIndex = msgs, applied
+	var frame any
+	if st.packed {
+		s.packed.seqFirst, s.packed.applied, s.packed.recs = seqFirst, applied, recs
+		frame = &s.packed
+	} else {
+		s.batch.SeqFirst, s.batch.AppliedIndex, s.batch.Messages = seqFirst, applied, s.batch.Messages[:0]
+		for _, r := range recs {
+			var err error
+			if s.views, err = decodePacked(r, s.views[:0]); err != nil || len(s.views) != 1 {
+				// Not possible: appendRecord wrote it. Sent again on the
+				// next stream, until MaxAttempts gives it up.
+				clear(recs)
+				s.packed.recs = recs[:0]
+				return false, fmt.Errorf("%w: outbox record: %v", ErrInvalid, err)
+			}
+			s.batch.Messages = append(s.batch.Messages, s.views[0].Proto())
+		}
+		clear(s.views)
+		frame = s.frame
+	}
 	// Send blocks while the peer's flow-control window is full; past the
 	// head's deadline the stream is cancelled, which unblocks it.
 	st.stall.Reset(max(deadline-s.t.now(), time.Millisecond))
-	err = st.stream.Send(s.frame)
+	err = st.stream.SendMsg(frame)
 	st.stall.Stop()
-	clear(msgs)
-	s.batch.Messages = msgs[:0]
+	clear(recs)
+	s.packed.recs = recs[:0]
+	clear(s.batch.Messages)
+	s.batch.Messages = s.batch.Messages[:0]
 	s.stats.sent.Add(uint64(n))
 	s.stats.retried.Add(retried)
 	if err != nil {

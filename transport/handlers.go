@@ -35,9 +35,10 @@ type Deliverer interface {
 	// return one only when nothing was queued (for example on shutdown);
 	// a message that is bad in itself should be counted and skipped, with
 	// nil. Calls for one sender never overlap and never repeat a message
-	// that was acknowledged. The messages are the callee's to keep; the
-	// slice is not. ctx ends with the stream.
-	DeliverForwarded(ctx context.Context, from string, msgs []*pb.ForwardedMessage) error
+	// that was acknowledged. The messages are views of the batch's buffer,
+	// valid until the call returns: copy what you keep, modify nothing.
+	// ctx ends with the stream.
+	DeliverForwarded(ctx context.Context, from string, msgs []Message) error
 }
 
 // Proposer proposes a Raft command on the leader.

@@ -163,7 +163,11 @@ func newFakeDeliverer() *fakeDeliverer {
 	return &fakeDeliverer{got: map[string][]*pb.ForwardedMessage{}}
 }
 
-func (f *fakeDeliverer) DeliverForwarded(ctx context.Context, from string, msgs []*pb.ForwardedMessage) error {
+func (f *fakeDeliverer) DeliverForwarded(ctx context.Context, from string, views []Message) error {
+	msgs := make([]*pb.ForwardedMessage, len(views))
+	for i := range views {
+		msgs[i] = views[i].Proto()
+	}
 	f.mu.Lock()
 	f.calls++
 	call, hook := f.calls, f.hook

@@ -5,8 +5,6 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"google.golang.org/protobuf/proto"
-
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
@@ -14,44 +12,65 @@ import (
 // and bytes. Send appends (under mu); run takes acknowledged and expired
 // messages off the head and calls their done callbacks outside the lock.
 
-// entry is one message in a peer's outbox.
+// entry is one message in a peer's outbox: its record in the packed
+// layout (message.go), encoded once by Send.
 type entry struct {
-	msg      *pb.ForwardedMessage
+	rec      []byte // a view of one of the outbox's chunks
 	done     func(error)
 	seq      uint64
 	enq      time.Duration // Transport.now() at Send
-	size     int32         // proto.Size(msg)
 	attempts int32         // sends so far
 }
 
+// chunkSize is the size of the buffers Send encodes records into; a larger
+// record gets a buffer of its own. A chunk is freed by the garbage
+// collector once the last of its messages left the outbox.
+const chunkSize = 64 << 10
+
 func (s *peerSender) send(m *pb.ForwardedMessage, done func(error)) {
-	s.sendSized(m, proto.Size(m), done)
+	s.enqueue(m, recordSize(m), done, s.t.now(), false)
 }
 
-// sendSized is send for a message whose proto.Size is known.
-func (s *peerSender) sendSized(m *pb.ForwardedMessage, size int, done func(error)) {
+// enqueue encodes m (whose recordSize is size) into the outbox and keeps
+// no reference to it; now is Transport.now(). When the outbox is full it
+// fails m with ErrOutboxFull, or, with wait, leaves m and returns a
+// channel that is closed when messages leave the outbox (SendWait).
+func (s *peerSender) enqueue(m *pb.ForwardedMessage, size int, done func(error), now time.Duration, wait bool) (space <-chan struct{}) {
 	if size+msgOverhead+batchOverhead > s.t.cfg.MaxMsgSize {
 		s.stats.dropped.Add(1)
 		done(fmt.Errorf("%w: %d bytes to forward, limit %d", ErrTooLarge, size, s.t.cfg.MaxMsgSize))
-		return
+		return nil
 	}
-	now := s.t.now()
 	s.mu.Lock()
 	if err := s.closed; err != nil {
 		s.mu.Unlock()
 		s.stats.dropped.Add(1)
 		done(err)
-		return
+		return nil
 	}
 	if len(s.q)-s.head >= s.t.cfg.OutboxMessages || s.bytes+size > s.t.cfg.OutboxBytes {
+		if wait {
+			if s.space == nil {
+				s.space = make(chan struct{})
+			}
+			ch := s.space
+			s.mu.Unlock()
+			return ch
+		}
 		s.mu.Unlock()
 		s.stats.droppedFull.Add(1)
 		s.stats.dropped.Add(1)
 		done(ErrOutboxFull)
-		return
+		return nil
 	}
+	if cap(s.chunk)-len(s.chunk) < size {
+		s.chunk = make([]byte, 0, max(chunkSize, size))
+	}
+	off := len(s.chunk)
+	s.chunk = appendRecord(s.chunk, m)
+	rec := s.chunk[off:len(s.chunk):len(s.chunk)]
 	s.seq++
-	s.q = append(s.q, entry{msg: m, done: done, seq: s.seq, enq: now, size: int32(size)})
+	s.q = append(s.q, entry{rec: rec, done: done, seq: s.seq, enq: now})
 	s.bytes += size
 	s.mu.Unlock()
 	s.stats.enqueued.Add(1)
@@ -59,21 +78,29 @@ func (s *peerSender) sendSized(m *pb.ForwardedMessage, size int, done func(error
 	case s.kick <- struct{}{}:
 	default:
 	}
+	return nil
 }
 
 // acknowledge completes the messages up to upTo, in order.
 func (s *peerSender) acknowledge(upTo uint64) {
 	now := s.t.now()
 	s.mu.Lock()
+	if s.head == len(s.q) || s.q[s.head].seq > upTo {
+		s.mu.Unlock()
+		return
+	}
 	n := 0
+	ewma, worst := time.Duration(s.stats.latency.Load()), time.Duration(s.stats.latencyMax.Load())
 	for s.head < len(s.q) && s.q[s.head].seq <= upTo {
 		e := s.pop()
 		s.calls = append(s.calls, doneCall{e.done, nil})
-		s.observeLatency(now - e.enq)
+		ewma, worst = observeLatency(ewma, worst, now-e.enq)
 		n++
 	}
 	s.nsent = max(s.nsent-n, 0)
 	s.mu.Unlock()
+	s.stats.latency.Store(int64(ewma))
+	s.stats.latencyMax.Store(int64(worst))
 	s.stats.acked.Add(uint64(n))
 	s.callDone()
 }
@@ -118,7 +145,7 @@ func (s *peerSender) pop() entry {
 	e := s.q[s.head]
 	s.q[s.head] = entry{}
 	s.head++
-	s.bytes -= int(e.size)
+	s.bytes -= len(e.rec)
 	switch {
 	case s.head == len(s.q):
 		s.q, s.head = s.q[:0], 0
@@ -140,16 +167,15 @@ func (s *peerSender) headDeadline() (time.Duration, bool) {
 	return s.q[s.head].enq + s.t.cfg.AckTimeout, true
 }
 
-func (s *peerSender) observeLatency(d time.Duration) {
-	if d > time.Duration(s.stats.latencyMax.Load()) {
-		s.stats.latencyMax.Store(int64(d))
+// observeLatency adds d, the time from Send to acknowledgement of one
+// message, to the moving average ewma and the maximum worst. Only run
+// writes them (in acknowledge), once per acknowledgement.
+func observeLatency(ewma, worst, d time.Duration) (time.Duration, time.Duration) {
+	worst = max(worst, d)
+	if ewma == 0 {
+		return d, worst
 	}
-	old := time.Duration(s.stats.latency.Load())
-	if old == 0 {
-		s.stats.latency.Store(int64(d))
-		return
-	}
-	s.stats.latency.Store(int64(old + (d-old)/8))
+	return ewma + (d-ewma)/8, worst
 }
 
 // drain runs when run exits: everything pending gets the stop error, and

@@ -97,8 +97,10 @@ func (t *Transport) Stats() Stats {
 // reachable (for example when waiting for the peers' applied indexes).
 func (t *Transport) PeerConnected(peer string) bool {
 	s := (*t.peers.Load())[peer]
-	if s == nil || !s.stats.connected.Load() {
-		return false
-	}
-	return t.now()-time.Duration(s.stats.lastHeard.Load()) <= t.cfg.PeerTimeout
+	return s != nil && s.connected(t.now())
+}
+
+// connected is PeerConnected at Transport.now() now.
+func (s *peerSender) connected(now time.Duration) bool {
+	return s.stats.connected.Load() && now-time.Duration(s.stats.lastHeard.Load()) <= s.t.cfg.PeerTimeout
 }

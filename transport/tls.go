@@ -103,3 +103,16 @@ func certNames(c *x509.Certificate) []string {
 	}
 	return append(names, c.DNSNames...)
 }
+
+// PeerTLS returns the TLS configurations for another protocol between
+// nodes (Raft's): the server's requires a client certificate from the
+// cluster CA; the client's verifies the server's chain against it (peers
+// are dialled by address, so no node id is checked). Both are nil when c
+// has no certificate.
+func PeerTLS(c Config) (server, client *tls.Config, err error) {
+	m, err := loadTLS(c)
+	if err != nil || m == nil {
+		return nil, nil, err
+	}
+	return m.serverConfig(), m.clientConfig(""), nil
+}

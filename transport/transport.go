@@ -55,6 +55,12 @@ type Transport struct {
 	refused        atomic.Uint64
 	refusedLogged  atomic.Int64 // now() of the last "call refused" log, minus a second at start
 
+	// unpacked makes the receiver answer hellos as one of a version before
+	// packed batches (tests of a mixed-version cluster); legacyBatches
+	// counts the batches of protobuf messages it received.
+	unpacked      atomic.Bool
+	legacyBatches atomic.Uint64
+
 	closeOnce sync.Once
 }
 

@@ -197,4 +197,4 @@ func benchForward(b *testing.B, window int) {
 
 type discard struct{}
 
-func (discard) DeliverForwarded(context.Context, string, []*pb.ForwardedMessage) error { return nil }
+func (discard) DeliverForwarded(context.Context, string, []Message) error { return nil }

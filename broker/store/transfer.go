@@ -11,7 +11,7 @@ import (
 // The transfer encoding carries a session from one node to another when its
 // client moves: the session record, then its messages (in flight, then
 // queued, in order), then the QoS 2 packet ids its client has sent and not
-// released. It is built from the records the store writes, each
+// released, then the messages it was delivered lately (node, id). It is built from the records the store writes, each
 // length-prefixed, so that both ends share one definition of a session.
 
 // AppendTransfer appends the transfer encoding of rec, its Messages and its
@@ -22,6 +22,13 @@ func AppendTransfer(b []byte, rec *broker.SessionRecord) []byte {
 	b = binary.AppendUvarint(b, uint64(len(rec.AwaitingRel)))
 	for _, id := range rec.AwaitingRel {
 		b = binary.AppendUvarint(b, uint64(id))
+	}
+	// Delivered last: a transfer without it (an older node's) decodes to
+	// an empty list.
+	b = binary.AppendUvarint(b, uint64(len(rec.Delivered)))
+	for _, r := range rec.Delivered {
+		b = appendString(b, r.Node)
+		b = binary.AppendUvarint(b, r.ID)
 	}
 	return b
 }
@@ -53,6 +60,14 @@ func DecodeTransfer(b []byte) (*broker.SessionRecord, error) {
 		rec.AwaitingRel = make([]uint16, n)
 		for i := range rec.AwaitingRel {
 			rec.AwaitingRel[i] = uint16(d.uvarint("awaiting rel id", math.MaxUint16))
+		}
+	}
+	if len(d.b) > 0 {
+		if n := d.count("delivered count", 2); n > 0 {
+			rec.Delivered = make([]broker.MessageRef, n)
+			for i := range rec.Delivered {
+				rec.Delivered[i] = broker.MessageRef{Node: d.string("delivered node"), ID: d.uvarint("delivered id", math.MaxUint64)}
+			}
 		}
 	}
 	if err := d.finish(); err != nil {

@@ -153,7 +153,12 @@ func serve(cfg *config.Config, log *slog.Logger) error {
 	}
 	if nd != nil {
 		nd.AttachBroker(srv)
-		go reconcile(nd, log)
+		// New clients wait until this node's copy of the cluster's state
+		// has caught up (a restarted node's routes lack what changed while
+		// it was down), or until catchUpWait has passed without a leader:
+		// without quorum it serves what it knows.
+		srv.SetUnavailable("this node is catching up with the cluster's state")
+		go reconcile(nd, srv, log)
 	}
 	adm, leaveReq, err := startAdmin(cfg, log, srv, nd, admLn)
 	if err != nil {
@@ -237,16 +242,30 @@ func listen(cfg *config.Config, log *slog.Logger) ([]*listener.Listener, error) 
 	return lns, nil
 }
 
+// catchUpWait bounds how long a cluster node refuses new clients after its
+// start while it has no leader to catch up from.
+const catchUpWait = 15 * time.Second
+
 // reconcile aligns the cluster's routes for this node with the broker's
 // subscriptions once the node is in contact with a leader (after a restart:
-// routes of sessions that died go, restored sessions' routes come).
-func reconcile(nd *node.Node, log *slog.Logger) {
+// routes of sessions that died go, restored sessions' routes come), then
+// admits new clients; after catchUpWait it admits them anyway.
+func reconcile(nd *node.Node, srv *broker.Server, log *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	admit := time.AfterFunc(catchUpWait, func() {
+		if !srv.Available() {
+			log.Warn("not caught up with the cluster's state yet (no leader); admitting clients with the state this node has",
+				"waited", catchUpWait.String())
+			srv.SetUnavailable("")
+		}
+	})
+	defer admit.Stop()
+	defer srv.SetUnavailable("")
 	for {
 		err := nd.ReconcileRoutes(ctx)
 		if err == nil {
-			log.Info("routes reconciled with local subscriptions")
+			log.Info("caught up with the cluster's state; routes reconciled with local subscriptions")
 			return
 		}
 		if ctx.Err() != nil || errors.Is(err, node.ErrClosed) {

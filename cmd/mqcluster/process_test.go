@@ -121,9 +121,34 @@ type client struct {
 
 func dial(t *testing.T, addr, id string, clean bool, expiry uint32) (*client, *paho.Connack) {
 	t.Helper()
+	c, ca, err := tryDial(addr, id, clean, expiry)
+	if err != nil {
+		t.Fatalf("connect %s: %v", id, err)
+	}
+	return c, ca
+}
+
+// dialAdmitted is dial to a cluster node that may still refuse new clients
+// with 0x88 Server unavailable while it catches up with the cluster.
+func dialAdmitted(t *testing.T, addr, id string, clean bool, expiry uint32) (*client, *paho.Connack) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		c, ca, err := tryDial(addr, id, clean, expiry)
+		if err == nil {
+			return c, ca
+		}
+		if ca == nil || ca.ReasonCode != 0x88 || time.Now().After(deadline) {
+			t.Fatalf("connect %s: %v", id, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func tryDial(addr, id string, clean bool, expiry uint32) (*client, *paho.Connack, error) {
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
-		t.Fatal(err)
+		return nil, nil, err
 	}
 	c := &client{msgs: make(chan *paho.Publish, 10000)}
 	c.Client = paho.NewClient(paho.ClientConfig{Conn: nc,
@@ -138,9 +163,9 @@ func dial(t *testing.T, addr, id string, clean bool, expiry uint32) (*client, *p
 	ca, err := c.Connect(ctx, &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 0,
 		Properties: &paho.ConnectProperties{SessionExpiryInterval: &expiry}})
 	if err != nil {
-		t.Fatalf("connect %s: %v", id, err)
+		nc.Close()
 	}
-	return c, ca
+	return c, ca, err
 }
 
 // After kill -9 and a restart on the same data directory, a persistent
@@ -241,8 +266,9 @@ func TestThreeProcessCluster(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	sub, _ := dial(t, procs[2].addr, "sub", true, 0)
-	// The first subscribes may come before the cluster has a leader: retry.
+	// A node admits clients once it has caught up with the cluster (0x88
+	// before), and the first subscribes may still fail: retry both.
+	sub, _ := dialAdmitted(t, procs[2].addr, "sub", true, 0)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
 		sa, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "proc/#", QoS: 1}}})
@@ -254,7 +280,7 @@ func TestThreeProcessCluster(t *testing.T) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	pub, _ := dial(t, procs[0].addr, "pub", true, 0)
+	pub, _ := dialAdmitted(t, procs[0].addr, "pub", true, 0)
 	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "proc/x", QoS: 1, Payload: []byte("across processes")}); err != nil {
 		t.Fatal(err)
 	}

@@ -47,6 +47,8 @@ func (s *Server) readiness() Readiness {
 		add("listeners", false, "draining: the listeners are closed")
 	case !s.brk.Accepting():
 		add("listeners", false, "no listener open yet")
+	case !s.brk.Available():
+		add("listeners", false, "refusing new clients: catching up with the cluster's state")
 	default:
 		add("listeners", true, "accepting connections")
 	}

@@ -40,6 +40,7 @@ type Broker interface {
 	Sessions() []broker.SessionStatus
 	Subscriptions(clientID string) ([]broker.ClientSubscription, bool)
 	Accepting() bool
+	Available() bool
 	Draining() bool
 }
 

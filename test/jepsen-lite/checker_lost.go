@@ -35,8 +35,11 @@ func persistent(op Op) bool { return op.Expiry != 0 }
 // reconnect with clean start 0 finds no session (session present 0): if
 // the session may have expired by then (more than its expiry since the
 // previous connection began, the earliest it could have gone offline), the
-// epoch ends at that earliest expiry; otherwise the session was lost by
-// the broker, which is recorded, and the epoch ends at that reconnect.
+// epoch ends when that connection ended (a message acknowledged after it
+// could only reach a later connection, and there was none before the
+// session expired), or at that earliest expiry when the history does not
+// say when it ended; otherwise the session was lost by the broker, which
+// is recorded, and the epoch ends at that reconnect.
 func (ix *index) subscribers() map[string]*subscriber {
 	out := map[string]*subscriber{}
 	for id, ops := range ix.byClient {
@@ -52,7 +55,7 @@ func (ix *index) subscribers() map[string]*subscriber {
 		}
 		s := &subscriber{ID: id, Delivered: map[string]int{}}
 		var cur *epoch
-		var lastConnOK, expiry int64 = 0, 0
+		var lastConnOK, lastConnEnd, expiry int64 = 0, 0, 0
 		closeAt := func(t int64) {
 			if cur != nil {
 				cur.End = t
@@ -73,7 +76,11 @@ func (ix *index) subscribers() map[string]*subscriber {
 					closeAt(inv)
 				case op.SessionPresent != nil && !*op.SessionPresent && cur != nil:
 					if expiry >= 0 && inv-lastConnOK > expiry*1e9 {
-						closeAt(lastConnOK + expiry*1e9)
+						if lastConnEnd > lastConnOK {
+							closeAt(lastConnEnd)
+						} else {
+							closeAt(lastConnOK + expiry*1e9)
+						}
 					} else {
 						s.Lost = append(s.Lost, map[string]any{"client": id, "node": op.Node, "conn": op.Conn,
 							"at": secs(op.Time), "previous_connect": secs(lastConnOK), "expiry_s": expiry,
@@ -82,6 +89,9 @@ func (ix *index) subscribers() map[string]*subscriber {
 					}
 				}
 				lastConnOK, expiry = op.Time, op.Expiry
+			case (op.F == "disconnect" || op.F == "abort" || op.F == "conn-lost") && op.Type != "invoke" &&
+				lastConnEnd <= lastConnOK:
+				lastConnEnd = op.Time
 			case op.F == "subscribe" && op.Type == "ok" && op.Reason != nil && *op.Reason < 0x80:
 				if cur == nil {
 					cur = &epoch{Start: op.Time, Filter: op.Topic, QoS: min(op.QoS, *op.Reason)}

@@ -112,6 +112,22 @@ func TestLostAccountsForExpiry(t *testing.T) {
 	expect(t, checkLost(h.index()), true, "")
 	expect(t, checkSessions(h.index()), true, "")
 
+	// The connection ended at 8 s, the session expired 5 s later with no
+	// connection in between: what was acknowledged after 8 s is owed to no
+	// one; what was acknowledged while it was connected still is.
+	h = &hb{}
+	h.connect(1, "sub", 0, 1, true, 5, false)
+	h.subscribe(1.1, "sub", "q/#", 1)
+	h.publish(7, 7.1, "pub", 1, 1, "q/0", "pub#1#1", 1, "ok", 0)
+	h.add(8, Op{Type: "ok", F: "abort", Client: "sub", Conn: 1})
+	h.publish(8.5, 8.6, "pub", 1, 1, "q/0", "pub#1#2", 1, "ok", 0)
+	h.connect(20, "sub", 2, 2, false, 5, false)
+	r := checkLost(h.index())
+	expect(t, r, false, "lost")
+	if r.Counts["lost"] != 1 {
+		t.Fatalf("lost %d, want 1 (the message acknowledged while connected): %v", r.Counts["lost"], r.Examples)
+	}
+
 	h = &hb{}
 	h.connect(1, "sub", 0, 1, true, 3600, false)
 	h.subscribe(1.1, "sub", "q/#", 1)

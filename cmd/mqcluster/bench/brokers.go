@@ -53,8 +53,11 @@ type brokerBins struct {
 	// transports, mqcluster is given a listener for each (tls holds the
 	// certificate of the TLS ones).
 	mqclusterConfig bool
-	transports      []string
-	tls             *tlsAssets
+	// mqclusterAdmin says that `mqcluster serve` has an admin endpoint: it
+	// gets a free port, not the default one another broker may hold.
+	mqclusterAdmin bool
+	transports     []string
+	tls            *tlsAssets
 }
 
 // startBroker starts the named broker on a free loopback port and waits
@@ -110,6 +113,9 @@ func spawnBroker(name string, bins brokerBins, extra ...string) (*brokerProc, er
 		args := []string{"serve", "--listen", b.addr}
 		if bins.mqclusterDataDir {
 			args = append(args, "--data-dir", filepath.Join(dir, "data"))
+		}
+		if bins.mqclusterAdmin {
+			args = append(args, "--admin-address", "127.0.0.1:0")
 		}
 		if bins.mqclusterQueueFlags {
 			// The same effectively unbounded queues Mosquitto is given:

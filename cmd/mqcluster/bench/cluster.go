@@ -34,9 +34,7 @@ func startCluster(ctx context.Context, bins brokerBins, n int) (*cluster, error)
 		return nil, errors.New("cluster: mqcluster serve has no --data-dir")
 	}
 	c := &cluster{killed: make([]bool, n)}
-	// The nodes share this machine: each its own admin port, when serve
-	// has an admin endpoint (its default port would be taken twice).
-	adminPort := hasFlag(bins.mqcluster, "admin-address")
+	// Each node gets its own admin port (spawnBroker).
 	var seed string
 	for i := range n {
 		ports := make([]int, 3)
@@ -54,9 +52,6 @@ func startCluster(ctx context.Context, bins brokerBins, n int) (*cluster, error)
 			"--gossip-addr", gossip,
 			"--raft-addr", "127.0.0.1:" + strconv.Itoa(ports[1]),
 			"--grpc-addr", "127.0.0.1:" + strconv.Itoa(ports[2])}
-		if adminPort {
-			args = append(args, "--admin-address", "127.0.0.1:0")
-		}
 		if i == 0 {
 			seed = gossip
 		} else {

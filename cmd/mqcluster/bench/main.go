@@ -437,6 +437,7 @@ func (c *Config) binaries() (brokerBins, error) {
 			b.mqclusterDataDir = hasFlag(path, "data-dir")
 			b.mqclusterQueueFlags = hasFlag(path, "max-queued-messages")
 			b.mqclusterConfig = hasFlag(path, "config")
+			b.mqclusterAdmin = hasFlag(path, "admin-address")
 		} else {
 			b.mosquitto = path
 		}

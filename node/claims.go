@@ -1,0 +1,61 @@
+package node
+
+import (
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/fsm"
+)
+
+// claimsLoop closes the connections of persistent sessions that another
+// node has claimed since ([MQTT-3.1.4-3] across the cluster). The new owner
+// also tells this node on the forwarding stream, but that order is lost
+// when this node was paused or cut off at the time; the claim, applied
+// from the log once it is back, is not.
+func (n *Node) claimsLoop() {
+	defer n.wg.Done()
+	for {
+		changed := n.fsm.Changed(fsm.KindSessions)
+		select {
+		case <-n.stop:
+			return
+		case <-changed:
+		}
+		// Claims come in bursts (a connect storm): look once per burst.
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		b := n.brk.Load()
+		if b == nil {
+			continue
+		}
+		for id, epoch := range b.ConnectedClaims() {
+			if s, ok := n.fsm.Session(id); ok && s.Epoch > epoch && s.Owner != n.cfg.NodeID {
+				n.log.Info("session claimed by another node; closing its connection here",
+					"client_id", id, "owner", s.Owner, "epoch", s.Epoch, "local_epoch", epoch)
+				b.Kick(id)
+			}
+		}
+	}
+}
+
+// ownSession installs, offline, the session of clientID when the cluster
+// records this node as its owner and the broker has none: the claim was
+// committed after this node had given up on the connection that made it
+// (its proposal timed out), and messages handed on to the session must
+// have somewhere to wait for its client.
+func (n *Node) ownSession(b *broker.Server, clientID string) {
+	if b.HasSession(clientID) {
+		return
+	}
+	s, ok := n.fsm.Session(clientID)
+	if !ok || s.Owner != n.cfg.NodeID {
+		return
+	}
+	n.log.Info("session this node was recorded to own installed for messages handed on to it", "client_id", clientID, "epoch", s.Epoch)
+	b.AdoptOffline(&broker.SessionRecord{ClientID: clientID, Expiry: s.ExpirySeconds,
+		DisconnectedAt: time.Now().UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch)
+	n.ReleaseSession(clientID, s.Epoch, s.ExpirySeconds)
+}
