@@ -115,9 +115,12 @@ func (s *Server) HasSession(clientID string) bool {
 // published for it from now on are queued here until its client
 // reconnects (anywhere: the session then moves as usual). It does nothing
 // when a session of that client id is already here.
-func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64) {
+func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64, hold bool) {
 	ss := newSession(s, rec.ClientID)
 	ss.persistent, ss.expiry, ss.epoch = true, rec.Expiry, epoch
+	if hold {
+		ss.hold()
+	}
 	ss.version = packet.Version(rec.Version)
 	if ss.version == 0 {
 		ss.version = packet.V5

@@ -17,6 +17,38 @@ type SessionDelivery struct {
 	QoS    byte
 	Retain bool
 	SubIDs []uint32
+	// PacketID is the packet id the session gave a QoS 2 message on the
+	// node handing it on, when the message may have reached the client
+	// (sent, its PUBREC not seen); 0 otherwise. See DeliverToSession.
+	PacketID uint16
+}
+
+// handOnDelivery is the hand-on form of a message of a session record: a
+// QoS 2 message that may have reached the client keeps its packet id.
+func handOnDelivery(sm *StoredMessage) SessionDelivery {
+	d := SessionDelivery{Msg: sm.Msg, QoS: sm.QoS, Retain: sm.Retain, SubIDs: sm.SubIDs}
+	if sm.QoS == 2 && !sm.Released {
+		d.PacketID = sm.PacketID
+	}
+	return d
+}
+
+// HandOnDeliveries returns the messages of a session record as handed on
+// to the session's owner; a QoS 2 message whose PUBREL went out already
+// is left out (its client has it: sending it again would be a second
+// delivery), and counted in the second result.
+func HandOnDeliveries(rec *SessionRecord) ([]SessionDelivery, int) {
+	ds := make([]SessionDelivery, 0, len(rec.Messages))
+	released := 0
+	for i := range rec.Messages {
+		sm := &rec.Messages[i]
+		if sm.QoS == 2 && sm.Released {
+			released++
+			continue
+		}
+		ds = append(ds, handOnDelivery(sm))
+	}
+	return ds, released
 }
 
 // Surrender ends the offline session of clientID here without publishing
@@ -72,8 +104,34 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 	}
 	var ops []StoreOp
 	var start *conn
+	// Handed-on messages are older than the deliveries held back while
+	// the session is arriving ([MQTT-4.6.0-6]: a publisher's messages
+	// reached the node the session left before its node routed them
+	// here): they go into the queue, ahead of those.
+	importing := ss.importing
+	ss.importing = false
+	var later []outMsg
+	if ss.held {
+		// The queue waits for older messages: these are they.
+		later = ss.takeQueueLocked()
+	}
+	resent := false
 	for _, d := range ds {
 		if held.has(d.Msg) || s.recent.has(clientID, d.Msg) {
+			continue
+		}
+		if d.PacketID != 0 && d.QoS == 2 {
+			// It may have reached the client under that packet id: sent
+			// again as the same flow, with DUP, if the id is free here.
+			if !ss.takeIDLocked(d.PacketID, later, &ops) {
+				s.stats.PassOnFailures.Add(1)
+				s.log.Warn("handed-on QoS 2 message not delivered: its packet id is in flight here for another message",
+					"client_id", clientID, "packet_id", d.PacketID, "topic", d.Msg.Topic)
+				continue
+			}
+			ss.usedIDs[d.PacketID>>6] &^= 1 << (d.PacketID & 63) // importLocked marks it again
+			ops = ss.importLocked(&StoredMessage{Msg: d.Msg, QoS: 2, Retain: d.Retain, SubIDs: d.SubIDs, PacketID: d.PacketID}, held, ops)
+			resent = true
 			continue
 		}
 		held.add(d.Msg)
@@ -87,6 +145,12 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 			}
 		}
 	}
+	ops = ss.requeueLocked(later, ops)
+	if resent && ss.conn != nil {
+		ss.refill()
+		start = ss.conn
+	}
+	ss.importing = importing
 	ss.mu.Unlock()
 	s.commitOps(ops, true)
 	if start != nil {

@@ -65,6 +65,9 @@ type SessionTransfer struct {
 	// Finish, when set, completes the move (see ClaimSession): it returns
 	// the session as the previous owner held it in the end.
 	Finish func(ctx context.Context) (*SessionRecord, error)
+	// Hold: other nodes than the one Finish asks may hold older messages
+	// of the session; its queue waits for them (HoldRelease, hold.go).
+	Hold bool
 }
 
 // WillRecord is a will as the cluster keeps it.
@@ -392,9 +395,16 @@ func (ss *session) importLocked(sm *StoredMessage, seen msgSet, ops []StoreOp) [
 		}
 		return ops
 	}
-	// In flight: placed here directly, not through prepareLocked.
+	// In flight: placed here directly, not through prepareLocked. One this
+	// session already had since it arrived (a later part of the move, or a
+	// node it passed through, repeating it) is not placed twice: its flow
+	// may have ended here, and a QoS 2 message goes once ([MQTT-4.3.3-2]).
 	if ss.arrived != nil && m.ID != 0 {
-		ss.arrived[msgKey{m.Node, m.ID}] = struct{}{}
+		k := msgKey{m.Node, m.ID}
+		if _, dup := ss.arrived[k]; dup {
+			return ops
+		}
+		ss.arrived[k] = struct{}{}
 	}
 	ss.markID(sm.PacketID)
 	o.packetID, o.dup = sm.PacketID, true

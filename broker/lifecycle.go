@@ -74,6 +74,9 @@ func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack, tr *Se
 	}
 	if tr != nil {
 		ss.epoch = tr.Epoch
+		if tr.Hold && !cp.CleanStart && persistent {
+			ss.hold()
+		}
 	}
 	ss.sendQuota = int(s.cfg.MaxInflight)
 	if c.version == packet.V5 && cp.Properties.Has(packet.PropReceiveMaximum) {

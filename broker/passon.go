@@ -199,10 +199,6 @@ func (s *Server) passOnRecord(rec *SessionRecord) {
 			"client_id", rec.ClientID, "messages", len(rec.Messages))
 		return
 	}
-	ds := make([]SessionDelivery, 0, len(rec.Messages))
-	for i := range rec.Messages {
-		sm := &rec.Messages[i]
-		ds = append(ds, SessionDelivery{Msg: sm.Msg, QoS: sm.QoS, Retain: sm.Retain, SubIDs: sm.SubIDs})
-	}
+	ds, _ := HandOnDeliveries(rec)
 	s.passOnSession(sc, owner, rec.ClientID, ds)
 }

@@ -97,6 +97,10 @@ type Stats struct {
 	// (passon.go).
 	PassedOn       atomic.Int64
 	PassOnFailures atomic.Int64
+	// HoldsTimedOut counts session queues the cluster released after the
+	// hold bound while another node could still hold older messages of
+	// the session (hold.go).
+	HoldsTimedOut atomic.Int64
 	// RetainFailures counts retained changes the cluster did not record.
 	RetainFailures      atomic.Int64
 	RateLimitedConnects atomic.Int64

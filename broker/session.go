@@ -73,6 +73,12 @@ type session struct {
 	// and passed on by its previous one (handover.go).
 	arrived      msgSet
 	arrivedUntil time.Time
+	// held keeps the queue from the connection since heldSince: other
+	// nodes may still hold older messages of the session (the cluster's
+	// holders), which go ahead of the queue when they are handed on
+	// (hold.go).
+	held      bool
+	heldSince time.Time
 }
 
 func newSession(s *Server, id string) *session {
@@ -186,7 +192,7 @@ func (ss *session) placeLocked(o outMsg) (start *conn) {
 		}
 		return nil
 	}
-	if c != nil && ss.queue.len() == 0 && len(ss.inflight) < ss.sendQuota {
+	if c != nil && !ss.held && ss.queue.len() == 0 && len(ss.inflight) < ss.sendQuota {
 		if ss.sendDeferred(o) {
 			return c
 		}
@@ -286,7 +292,7 @@ func (ss *session) push(o outMsg) {
 // refill moves queued messages into free in-flight slots. Caller holds mu.
 func (ss *session) refill() {
 	c := ss.conn
-	if c == nil {
+	if c == nil || ss.held {
 		return
 	}
 	now := time.Now().UnixNano()

@@ -30,9 +30,46 @@ func applySessionClaim(s *state, op *pb.SessionClaim) (kinds, error) {
 	next := &Session{ClientID: id, Owner: node, Epoch: epoch, ExpirySeconds: op.GetExpirySeconds(), Connected: true}
 	if old != nil && !op.GetCleanStart() {
 		next.Subscriptions = old.Subscriptions // immutable, shared
+		next.Holders = claimHolders(old, node)
 	}
 	s.sessions[id] = next
 	s.maxEpoch = max(s.maxEpoch, epoch)
+	return KindSessions.bit(), nil
+}
+
+// claimHolders is the holders of a session that node claims from old: the
+// previous owner joins them, the claimer leaves them (its own copy, if any,
+// is part of the claim).
+func claimHolders(old *Session, node string) []string {
+	var out []string
+	for _, h := range old.Holders {
+		if h != node {
+			out = append(out, h)
+		}
+	}
+	if old.Owner != "" && old.Owner != node && !slices.Contains(out, old.Owner) {
+		out = append(out, old.Owner)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// applySessionHandedOn removes op.NodeId from the holders of a session.
+func applySessionHandedOn(s *state, op *pb.SessionHandedOn) (kinds, error) {
+	id, node := op.GetClientId(), op.GetNodeId()
+	if id == "" || node == "" {
+		return 0, fmt.Errorf("%w: session_handed_on needs client_id and node_id", ErrInvalid)
+	}
+	old := s.sessions[id]
+	if old == nil || !slices.Contains(old.Holders, node) {
+		return 0, nil
+	}
+	next := *old
+	next.Holders = slices.DeleteFunc(slices.Clone(old.Holders), func(h string) bool { return h == node })
+	if len(next.Holders) == 0 {
+		next.Holders = nil
+	}
+	s.sessions[id] = &next
 	return KindSessions.bit(), nil
 }
 
@@ -133,7 +170,8 @@ func (s *state) releaseSessionsOf(node string, atMs int64) bool {
 func sameSession(a, b *Session) bool {
 	return a.ClientID == b.ClientID && a.Owner == b.Owner && a.Epoch == b.Epoch &&
 		a.ExpirySeconds == b.ExpirySeconds && a.Connected == b.Connected &&
-		a.DisconnectedAtUnixMs == b.DisconnectedAtUnixMs && slices.Equal(a.Subscriptions, b.Subscriptions)
+		a.DisconnectedAtUnixMs == b.DisconnectedAtUnixMs && slices.Equal(a.Subscriptions, b.Subscriptions) &&
+		slices.Equal(a.Holders, b.Holders)
 }
 
 func subscriptionsFromProto(in []*pb.Subscription) ([]Subscription, error) {

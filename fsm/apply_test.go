@@ -34,6 +34,7 @@ var appliedTwiceCases = []struct {
 	{name: "session_subscriptions no session", op: subs("c1", 1, "a"), wantErr: ErrNoSession},
 	{name: "session_release", setup: []*pb.Command{claim("c1", "n1", 1, 60)}, op: release("c1", 1, 1_700_000_000_123)},
 	{name: "session_release new expiry", setup: []*pb.Command{claim("c1", "n1", 1, 60)}, op: releaseExpiry("c1", 1, 1_700_000_000_123, 0)},
+	{name: "session_handed_on", setup: []*pb.Command{claim("c1", "n1", 1, 60), claim("c1", "n2", 2, 60), claim("c1", "n3", 3, 60)}, op: handedOn("c1", "n1")},
 	{name: "session_delete", setup: []*pb.Command{claim("c1", "n1", 3, 60)}, op: sessionDelete("c1", 3)},
 	{name: "session_delete stale", setup: []*pb.Command{claim("c1", "n1", 3, 60)}, op: sessionDelete("c1", 2), wantErr: ErrStaleEpoch},
 	{name: "will_set", op: willSet("n1/7", "c1", "n1", "last/words", "bye")},

@@ -151,6 +151,7 @@ func opTable() map[protoreflect.FieldNumber]op {
 		21: opOf("session_subscriptions", (*pb.Command).GetSessionSubscriptions, applySessionSubscriptions),
 		22: opOf("session_release", (*pb.Command).GetSessionRelease, applySessionRelease),
 		23: opOf("session_delete", (*pb.Command).GetSessionDelete, applySessionDelete),
+		24: opOf("session_handed_on", (*pb.Command).GetSessionHandedOn, applySessionHandedOn),
 		30: opOf("will_set", (*pb.Command).GetWillSet, applyWillSet),
 		31: opOf("will_clear", (*pb.Command).GetWillClear, applyWillClear),
 		40: opOf("retained_set", (*pb.Command).GetRetainedSet, applyRetainedSet),

@@ -96,6 +96,10 @@ func releaseExpiry(client string, epoch uint64, atMs int64, expiry uint32) *pb.C
 	return c
 }
 
+func handedOn(client, node string) *pb.Command {
+	return &pb.Command{Op: &pb.Command_SessionHandedOn{SessionHandedOn: &pb.SessionHandedOn{ClientId: client, NodeId: node}}}
+}
+
 func sessionDelete(client string, epoch uint64) *pb.Command {
 	return &pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{ClientId: client, Epoch: epoch}}}
 }

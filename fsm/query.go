@@ -92,6 +92,23 @@ func (f *FSM) Sessions() []Session {
 	return out
 }
 
+// SessionHolders returns the holders of every session that has some, by
+// client id (see Session.Holders).
+func (f *FSM) SessionHolders() map[string][]string {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	var out map[string][]string
+	for id, s := range f.st.Load().sessions {
+		if len(s.Holders) > 0 {
+			if out == nil {
+				out = make(map[string][]string)
+			}
+			out[id] = slices.Clone(s.Holders)
+		}
+	}
+	return out
+}
+
 // NextEpoch returns an epoch for a new SessionClaim: above every epoch this
 // replica has seen accepted, for any client, so that epochs of one client id
 // keep growing even across the deletion of its session.
@@ -104,6 +121,7 @@ func (f *FSM) NextEpoch() uint64 {
 func copySession(s *Session) Session {
 	c := *s
 	c.Subscriptions = slices.Clone(s.Subscriptions)
+	c.Holders = slices.Clone(s.Holders)
 	return c
 }
 

@@ -146,6 +146,46 @@ func TestSessionEpochFencing(t *testing.T) {
 	}
 }
 
+// TestSessionHolders: each claim adds the previous owner to the nodes that
+// may hold messages its new owner has not received; a holder leaves once
+// it says it handed them on; a clean start keeps nothing of the old
+// session, holders included.
+func TestSessionHolders(t *testing.T) {
+	h := newHarness(t)
+	holders := func() []string {
+		t.Helper()
+		s, _ := h.f.Session("c")
+		return s.Holders
+	}
+	h.must(claim("c", "n1", 1, 60))
+	if got := holders(); len(got) != 0 {
+		t.Fatalf("a new session has holders %v", got)
+	}
+	h.must(claim("c", "n2", 2, 60), claim("c", "n3", 3, 60))
+	if got := holders(); !slices.Equal(got, []string{"n1", "n2"}) {
+		t.Fatalf("after n1 -> n2 -> n3: holders %v, want [n1 n2]", got)
+	}
+	h.must(handedOn("c", "n1"), handedOn("c", "n9"))
+	if got := holders(); !slices.Equal(got, []string{"n2"}) {
+		t.Fatalf("after n1 handed on: holders %v, want [n2]", got)
+	}
+	// The client goes back to n2: n2's own copy is part of its claim.
+	h.must(claim("c", "n2", 4, 60))
+	if got := holders(); !slices.Equal(got, []string{"n3"}) {
+		t.Fatalf("after n3 -> n2: holders %v, want [n3]", got)
+	}
+	h.must(cleanClaim("c", "n1", 5, 60))
+	if got := holders(); len(got) != 0 {
+		t.Fatalf("after a clean start: holders %v", got)
+	}
+	// Holders survive a snapshot.
+	h.must(claim("c", "n2", 6, 60))
+	g := restored(t, snapshotBytes(t, h.f))
+	if s, _ := g.Session("c"); !slices.Equal(s.Holders, []string{"n1"}) {
+		t.Fatalf("restored holders %v, want [n1]", s.Holders)
+	}
+}
+
 // TestNodeRemove: a removed node loses its routes and wills, its sessions
 // lose their owner (epoch kept), other nodes are untouched, and late
 // commands from it are rejected until it rejoins.

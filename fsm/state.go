@@ -51,6 +51,12 @@ type Session struct {
 	Connected            bool
 	DisconnectedAtUnixMs int64
 	Subscriptions        []Subscription
+	// Holders are the nodes that may hold messages of the session that
+	// its owner has not received: each claim adds the previous owner, and
+	// a node leaves once it handed them on (SessionHandedOn). The owner
+	// delivers nothing queued while there are holders (up to a bound), so
+	// that older messages are not overtaken.
+	Holders []string
 }
 
 // Will is the will message of one connection.

@@ -111,8 +111,11 @@ func (n *Node) adopt(b *broker.Server, s fsm.Session, downAt int64) {
 	if _, err := n.Propose(ctx, release); err != nil {
 		n.log.Debug("adopted session not released", "client_id", s.ClientID, "err", err)
 	}
+	// The dead owner joined the holders with this claim: the queue waits
+	// for what it kept until it is back (or Config.SessionHold).
+	hold := n.holdWorthy(append(s.Holders, s.Owner), "")
 	b.AdoptOffline(&broker.SessionRecord{ClientID: s.ClientID, Expiry: s.ExpirySeconds,
-		DisconnectedAt: disconnected * int64(time.Millisecond), Subscriptions: brokerSubscriptions(s.Subscriptions)}, epoch)
+		DisconnectedAt: disconnected * int64(time.Millisecond), Subscriptions: brokerSubscriptions(s.Subscriptions)}, epoch, hold)
 }
 
 // dropForeign drops offline sessions held here that the cluster records
@@ -154,24 +157,23 @@ func (n *Node) handOn(b *broker.Server, id, owner string) {
 	}
 	b.PassOnFor(id, owner, rec.Subscriptions, passOnTime)
 	n.globalize(rec)
-	var ds []broker.SessionDelivery
-	kept := 0
-	for _, sm := range rec.Messages {
-		if sm.QoS == 2 && sm.PacketID != 0 {
-			// A QoS 2 message that was in flight here may have reached
-			// the client, which then holds it as its own; a second
-			// delivery of it is worse than none: not handed on. The owner
-			// skips the others it already delivered or holds.
-			kept++
-			continue
-		}
-		ds = append(ds, broker.SessionDelivery{Msg: sm.Msg, QoS: sm.QoS, Retain: sm.Retain, SubIDs: sm.SubIDs})
+	// A QoS 2 message that may have reached the client keeps its packet
+	// id, so that the owner sends it again as the same flow; one whose
+	// PUBREL went out is the client's already. The owner skips those it
+	// delivered or holds.
+	ds, released := broker.HandOnDeliveries(rec)
+	n.log.Info("session owned by another node handed on", "client_id", id, "owner", owner, "messages", len(ds), "qos2_released_kept", released)
+	if len(ds) == 0 {
+		n.handedOn(id)
+		return
 	}
-	n.log.Info("session owned by another node handed on", "client_id", id, "owner", owner, "messages", len(ds), "qos2_in_flight_dropped", kept)
-	if len(ds) > 0 {
-		n.wg.Add(1)
-		go n.deliverHandedOn(b, id, owner, ds)
-	}
+	n.startHandingOn(id)
+	n.wg.Add(1)
+	go func() {
+		n.deliverHandedOn(b, id, owner, ds)
+		n.doneHandingOn(id)
+		n.handedOn(id)
+	}()
 }
 
 // handOnFor bounds how long a node keeps trying to hand a session's

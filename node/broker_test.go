@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -70,12 +71,12 @@ func (c *testCluster) waitPeers() {
 
 // brokerCluster starts three nodes, waits for a leader and for every
 // node's transport to know its peers, and runs a broker on each.
-func brokerCluster(t *testing.T) (*testCluster, []string) {
+func brokerCluster(t *testing.T, opts ...func(*Config)) (*testCluster, []string) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster")
 	}
-	c := newCluster(t, 3)
+	c := newCluster(t, 3, opts...)
 	c.leader(10 * time.Second)
 	c.waitPeers()
 	return c, startBrokers(t, c)
@@ -458,7 +459,10 @@ func assertV311RetainedRefused(t *testing.T, addr string) {
 
 // A node killed while it held an offline session comes back after the
 // cluster gave the session to another node: what it had queued for the
-// session (on its disk) goes to the new owner, not away.
+// session (on its disk) goes to the new owner, not away, and ahead of what
+// was published for the session meanwhile. The client, reconnected to the
+// new owner before the node is back, gets nothing newer first: each
+// publisher's messages in order ([MQTT-4.6.0-6]), across the move.
 func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	dir := t.TempDir()
@@ -480,45 +484,96 @@ func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
 	pub := dial(t, addrs[0], "restored-pub")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	for i := range 10 {
-		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "restored/x", QoS: 1, Payload: []byte(fmt.Sprintf("s-%04d", i))}); err != nil {
-			t.Fatal(err)
+	publish := func(from, to int) {
+		for i := from; i < to; i++ {
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "restored/x", QoS: 1, Payload: []byte(fmt.Sprintf("s-%04d", i))}); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
+	publish(0, 10)
 	// Node 2 dies with the session's queue on its disk; the cluster gives
-	// the session to a live node.
+	// the session to a live node, which queues what is published now.
 	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
 	srv2.Close(closeCtx)
 	cancelClose()
 	c.kill(2)
+	var owner string
 	eventually(t, 30*time.Second, func() error {
-		if s, _ := c.nodes[0].FSM().Session("restored"); s.Owner == "" || s.Owner == "node-2" {
+		s, _ := c.nodes[0].FSM().Session("restored")
+		if s.Owner == "" || s.Owner == "node-2" {
 			return fmt.Errorf("owner %q", s.Owner)
+		}
+		if !slices.Equal(s.Holders, []string{"node-2"}) {
+			return fmt.Errorf("holders %v, want [node-2]", s.Holders)
+		}
+		owner = addrs[0]
+		if s.Owner == "node-1" {
+			owner = addrs[1]
 		}
 		return nil
 	})
+	// Publishes reach the new owner alone once the dead node's route is
+	// gone (it stays until the new owner routes the session).
+	waitNoRoutes(t, c.nodes[0].FSM(), "node-2")
+	publish(10, 20)
+	b, ack := rawConnect(t, owner, "restored", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	time.Sleep(time.Second)
+	if got, _ := dev.deliveries(); len(got) != 0 {
+		t.Fatalf("delivered before the older messages on the dead node: %v", got)
+	}
 	// It comes back on its data directory, catches up, and hands the
 	// queue on.
 	c.restart(2)
 	storedBroker()
-	eventually(t, 30*time.Second, func() error {
-		if !c.nodes[2].inContact() {
-			return fmt.Errorf("the restarted node has not heard from a leader")
+	waitDeliveries(t, dev, "s", 20)
+	eventually(t, 10*time.Second, func() error {
+		if s, _ := c.nodes[0].FSM().Session("restored"); len(s.Holders) != 0 {
+			return fmt.Errorf("holders %v after the hand-on", s.Holders)
 		}
 		return nil
 	})
-	if err := c.nodes[2].ReconcileRoutes(ctx); err != nil {
-		t.Fatal(err)
-	}
-	s, _ := c.nodes[0].FSM().Session("restored")
-	owner := addrs[0]
-	if s.Owner == "node-1" {
-		owner = addrs[1]
-	}
-	b, ack := rawConnect(t, owner, "restored", dev, false, 600)
-	if !ack.SessionPresent {
-		t.Fatalf("CONNACK on %s: session present 0, want 1", s.Owner)
-	}
-	waitDeliveries(t, dev, "s", 10)
 	b.disconnect()
+}
+
+// A node that dies keeps, in the cluster's routes, the subscriptions of its
+// persistent sessions until the node that takes each session routes them
+// itself: at no moment does a publish for a subscribed session find no
+// route at all (it would be acknowledged for nobody and lost); it fails at
+// the dead node instead, and the publisher sends it again.
+func TestDeadNodesRoutesStayUntilItsSessionsAreRoutedElsewhere(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[2], "dead-routes", dev, true, 600)
+	a.subscribe("dead/#", 1)
+	a.disconnect()
+	waitOwner(t, c, "dead-routes", "node-2")
+	f := c.nodes[0].FSM()
+	routed := func(node string) bool {
+		for _, r := range f.RoutesOf(node) {
+			if r.Filter == "dead/#" {
+				return true
+			}
+		}
+		return false
+	}
+	c.kill(2)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		s, _ := f.Session("dead-routes")
+		dead, owner := routed("node-2"), s.Owner != "node-2" && s.Owner != "" && routed(s.Owner)
+		if !dead && !owner {
+			t.Fatalf("no node routes dead/# for the session (owner %q)", s.Owner)
+		}
+		if !dead && owner {
+			return // the session's new node routes it, the dead node no longer does
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 30 s: dead node routes dead/#: %v, owner %q routes it: %v", dead, s.Owner, owner)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
 }

@@ -56,6 +56,7 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 	}
 	n.log.Info("session this node was recorded to own installed for messages handed on to it", "client_id", clientID, "epoch", s.Epoch)
 	b.AdoptOffline(&broker.SessionRecord{ClientID: clientID, Expiry: s.ExpirySeconds,
-		DisconnectedAt: time.Now().UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch)
+		DisconnectedAt: time.Now().UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch,
+		n.holdWorthy(s.Holders, ""))
 	n.ReleaseSession(clientID, s.Epoch, s.ExpirySeconds)
 }

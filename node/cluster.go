@@ -327,7 +327,7 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []tra
 			if handed == nil {
 				handed = map[string][]broker.SessionDelivery{}
 			}
-			handed[id] = append(handed[id], broker.SessionDelivery{Msg: m, QoS: m.QoS, Retain: m.Retain})
+			handed[id] = append(handed[id], broker.SessionDelivery{Msg: m, QoS: m.QoS, Retain: m.Retain, PacketID: uint16(fm.ToPacketID)})
 			continue
 		}
 		ms = append(ms, m)

@@ -23,7 +23,7 @@ type testCluster struct {
 	nodes []*Node
 }
 
-func newCluster(t *testing.T, n int) *testCluster {
+func newCluster(t *testing.T, n int, opts ...func(*Config)) *testCluster {
 	t.Helper()
 	c := &testCluster{t: t, cfgs: make([]Config, n), nodes: make([]*Node, n)}
 	for i := range n {
@@ -38,6 +38,9 @@ func newCluster(t *testing.T, n int) *testCluster {
 		}
 		if i > 0 {
 			cfg.Join = []string{c.nodes[0].GossipAddr()}
+		}
+		for _, o := range opts {
+			o(&cfg)
 		}
 		c.cfgs[i] = cfg
 		c.start(i)

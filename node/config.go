@@ -48,7 +48,12 @@ type Config struct {
 	// a node dead, before it records the node as down: its routes go and
 	// the wills of its connections start their delay.
 	NodeDownAfter time.Duration
-	Logger        *slog.Logger
+	// SessionHold bounds how long a session that moved holds its queue
+	// for nodes that may still hold older messages of it (a node killed
+	// or cut off with the session): past it, newer messages go out ahead
+	// of whatever such a node hands on later (holders.go).
+	SessionHold time.Duration
+	Logger      *slog.Logger
 }
 
 // DefaultConfig is a cluster of one on loopback ports chosen by the system.
@@ -62,6 +67,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:      5 * time.Second,
 		ReconcileInterval: 500 * time.Millisecond,
 		NodeDownAfter:     time.Second,
+		SessionHold:       time.Minute,
 	}
 }
 
@@ -88,8 +94,8 @@ func (c *Config) Validate() error {
 	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("gossip_key: %d bytes, want 16, 24 or 32", n))
 	}
-	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 {
-		errs = append(errs, errors.New("apply_timeout, reconcile_interval and node_down_after: want > 0"))
+	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 || c.SessionHold <= 0 {
+		errs = append(errs, errors.New("apply_timeout, reconcile_interval, node_down_after and session_hold: want > 0"))
 	}
 	return errors.Join(errs...)
 }

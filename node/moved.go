@@ -99,6 +99,6 @@ func (n *Node) PassOn(owner, clientID string, d broker.SessionDelivery, done fun
 		ingress = n.cfg.NodeID
 	}
 	fm := wireMessage(m, props, ingress)
-	fm.Qos, fm.Retain, fm.ToClientId = uint32(d.QoS), d.Retain, clientID
+	fm.Qos, fm.Retain, fm.ToClientId, fm.ToPacketId = uint32(d.QoS), d.Retain, clientID, uint32(d.PacketID)
 	n.tr.SendWait(owner, fm, done, forwardWait)
 }

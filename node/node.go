@@ -56,11 +56,17 @@ type Node struct {
 	roster      roster // what gossip says of the members (roster.go)
 	finished    finishedMoves
 	willsMu     sync.Mutex
-	wills       map[string]uint8 // will id -> willWanted|willCommitted
-	shareMu     sync.Mutex
-	shareTurn   map[string]uint64 // share group -> next turn
-	removedMu   sync.Mutex
-	removedRun  map[string]string // node id -> run removed by this leader
+	// handing counts the hand-ons of sessions in progress (holders.go).
+	handingMu sync.Mutex
+	handing   map[string]int
+	// downSeen is when each node was last seen recorded as down (holders.go).
+	downMu     sync.Mutex
+	downSeen   map[string]time.Time
+	wills      map[string]uint8 // will id -> willWanted|willCommitted
+	shareMu    sync.Mutex
+	shareTurn  map[string]uint64 // share group -> next turn
+	removedMu  sync.Mutex
+	removedRun map[string]string // node id -> run removed by this leader
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -99,10 +105,11 @@ func Start(cfg Config) (*Node, error) {
 		n.shutdown()
 		return nil, err
 	}
-	n.wg.Add(7)
+	n.wg.Add(8)
 	go n.reconnectLoop()
 	go n.adoptLoop()
 	go n.claimsLoop()
+	go n.holdLoop()
 	go n.bootstrapLoop()
 	go n.reconcileLoop()
 	go n.watchLoop()

@@ -18,6 +18,10 @@ type deviceState struct {
 	awaiting map[uint16]bool
 	got      map[string]int // payload -> deliveries to the application
 	order    []string
+	// unacked, then lose, make the next PUBLISHes arrive without their
+	// acknowledgement reaching the server, then never arrive (the
+	// connection is dying).
+	unacked, lose int
 }
 
 func newDeviceState() *deviceState {
@@ -128,6 +132,14 @@ func (c *rawConn) readLoop(rd *packet.Reader) {
 func (c *rawConn) onPublish(p *packet.Publish) {
 	d := c.dev
 	d.mu.Lock()
+	silent := d.unacked > 0
+	if silent {
+		d.unacked--
+	} else if d.lose > 0 {
+		d.lose--
+		d.mu.Unlock()
+		return
+	}
 	deliver := p.QoS < 2 || !d.awaiting[p.PacketID]
 	if p.QoS == 2 {
 		d.awaiting[p.PacketID] = true
@@ -137,6 +149,9 @@ func (c *rawConn) onPublish(p *packet.Publish) {
 		d.order = append(d.order, string(p.Payload))
 	}
 	d.mu.Unlock()
+	if silent {
+		return
+	}
 	switch p.QoS {
 	case 1:
 		c.write(&packet.Ack{PacketType: packet.PUBACK, PacketID: p.PacketID})

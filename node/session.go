@@ -87,14 +87,20 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		n.kickElsewhere(req.ClientID)
 		return tr, nil
 	}
+	var holders []string // after this claim
 	if s, ok := n.fsm.Session(req.ClientID); ok && s.Epoch == epoch {
 		cur.Subscriptions = s.Subscriptions
+		holders = s.Holders
 	}
+	// The queue waits for holders other than from (whose messages come
+	// with the second step of the move) that are down.
+	hold := func(from string) bool { return !req.CleanStart && n.holdWorthy(holders, from) }
 	if !known {
 		n.kickElsewhere(req.ClientID)
 		return tr, nil
 	}
 	if cur.Owner == n.cfg.NodeID {
+		tr.Hold = hold("")
 		return tr, nil
 	}
 	recorded := func() {
@@ -106,6 +112,7 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	addr := n.peerAddr(from)
 	if from == "" || addr == "" {
 		recorded()
+		tr.Hold = hold("")
 		return tr, nil
 	}
 	finish := func(ctx context.Context) (*broker.SessionRecord, error) {
@@ -138,6 +145,10 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 			// It may have handed it over all the same (the answer was
 			// lost): the second step brings the whole session.
 			tr.Finish = finish
+			tr.Hold = hold(from)
+		} else {
+			// The recorded owner holds nothing of it (it says so).
+			tr.Hold = hold(from)
 		}
 		recorded()
 		return tr, nil
@@ -147,11 +158,13 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		n.log.Warn("bad session state from the previous node", "client_id", req.ClientID, "previous", from, "err", err)
 		recorded()
 		tr.Finish = finish
+		tr.Hold = hold(from)
 		return tr, nil
 	}
 	n.localize(rec, from)
 	tr.Record = rec
 	tr.Finish = finish
+	tr.Hold = hold(from)
 	return tr, nil
 }
 
@@ -264,6 +277,11 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		return s.n.finished.finish(id, req.GetEpoch(), func() ([]byte, error) {
 			s.n.awaitMovedRoutes(ctx, id, req.GetNewOwner(), req.GetEpoch())
 			rec, err := b.FinishHandOver(id)
+			if err == nil {
+				// What this node held of the session goes to the new
+				// owner with this answer.
+				s.n.handedOn(id)
+			}
 			if err != nil || rec == nil {
 				return nil, err
 			}

@@ -45,6 +45,19 @@ func waitOwner(t *testing.T, c *testCluster, clientID, owner string) {
 	})
 }
 
+// waitNoRoutes waits until the cluster, as f sees it, routes nothing to
+// node: a dead node keeps the routes of its persistent sessions until their
+// new nodes route them, and publishes fail there meanwhile.
+func waitNoRoutes(t *testing.T, f *fsm.FSM, node string) {
+	t.Helper()
+	eventually(t, 20*time.Second, func() error {
+		if r := f.RoutesOf(node); len(r) != 0 {
+			return fmt.Errorf("%s still routes %v", node, r)
+		}
+		return nil
+	})
+}
+
 // waitDeliveries waits until the device got every payload prefix-from..
 // from+n-1, and checks each arrived exactly once and in order.
 func waitDeliveries(t *testing.T, dev *deviceState, prefix string, n int) {
@@ -359,9 +372,12 @@ func TestRetainedExpiresClusterWide(t *testing.T) {
 
 // The persistent session of a node that dies without leaving is adopted by
 // a surviving node: messages published while its client is away are queued
-// there, and the client reconnecting to any node gets them.
+// there, and the client reconnecting to any node gets them — once the
+// session has waited SessionHold for the dead node to come back with what
+// it queued before (it does not, here).
 func TestSessionOfKilledNodeIsAdopted(t *testing.T) {
-	c, addrs := brokerCluster(t)
+	const hold = 3 * time.Second
+	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.SessionHold = hold })
 	victim := 0
 	if c.leader(5*time.Second) == c.nodes[0] {
 		victim = 1
@@ -390,6 +406,8 @@ func TestSessionOfKilledNodeIsAdopted(t *testing.T) {
 		}
 		return nil
 	})
+	waitNoRoutes(t, c.nodes[2].FSM(), victimID)
+	adopted := time.Now()
 	pub := dial(t, addrs[2], "orphan-pub")
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -404,6 +422,9 @@ func TestSessionOfKilledNodeIsAdopted(t *testing.T) {
 		t.Error("CONNACK: session present 0, want 1 (the adopted session)")
 	}
 	waitDeliveries(t, dev, "o", 20)
+	if d := time.Since(adopted); d < hold-time.Second {
+		t.Errorf("delivered %v after the adoption: the session did not wait for the dead node", d)
+	}
 	b.disconnect()
 }
 
@@ -464,6 +485,50 @@ func TestSlowMoveFinishesInBackground(t *testing.T) {
 	waitDeliveries(t, dev, "s", 20)
 	waitDeliveries(t, dev, "t", 40)
 	b.disconnect()
+}
+
+// QoS 2 messages in flight on a node cut off from its client's new node
+// are handed on with their packet ids and sent again as the same flows,
+// with DUP: one that never reached the client arrives, one that did (its
+// PUBREC lost) is not delivered twice ([MQTT-4.3.3-2], [MQTT-4.4.0-1]).
+func TestHandOnResendsQoS2InFlightAsTheSameFlow(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "inflight-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "inflight", dev, true, 600)
+	a.subscribe("inflight/#", 2)
+	dev.mu.Lock()
+	dev.unacked, dev.lose = 2, 3
+	dev.mu.Unlock()
+	publishN(t, pub, "inflight", "f", 0, 5)
+	eventually(t, 5*time.Second, func() error {
+		dev.mu.Lock()
+		defer dev.mu.Unlock()
+		if dev.lose+dev.unacked != 0 {
+			return fmt.Errorf("%d PUBLISHes still to come", dev.lose+dev.unacked)
+		}
+		return nil
+	})
+	if got, _ := dev.deliveries(); len(got) != 2 {
+		t.Fatalf("before the move: %d delivered, want the 2 whose PUBREC was lost", len(got))
+	}
+	// The client moves to node 1 without node 0 (as if it were cut off):
+	// node 0 keeps the session, with the five in flight, and hands them
+	// on once the cluster records node 1 as the owner.
+	refuseTakeOver.Store(true)
+	b, _ := rawConnect(t, addrs[1], "inflight", dev, false, 600)
+	refuseTakeOver.Store(false)
+	waitOwner(t, c, "inflight", "node-1")
+	waitDeliveries(t, dev, "f", 5)
+	time.Sleep(time.Second)
+	got, _ := dev.deliveries()
+	for i := range 5 {
+		if p := fmt.Sprintf("f-%04d", i); got[p] != 1 {
+			t.Errorf("%s delivered %d times, want once", p, got[p])
+		}
+	}
+	b.disconnect()
+	a.nc.Close()
 }
 
 // A node that could not hand a session over when its client moved (it was

@@ -8,6 +8,7 @@ import (
 
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
+	"github.com/mqcluster/mqcluster/broker/topic"
 	"github.com/mqcluster/mqcluster/fsm"
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
@@ -66,6 +67,11 @@ func (n *Node) watchLoop() {
 		n.watchNodes(w)
 		n.fireDueWills(w)
 		if tick%5 == 0 {
+			for _, nd := range n.fsm.Nodes() {
+				if nd.State == fsm.NodeDown {
+					n.dropDeadRoutes(nd.ID)
+				}
+			}
 			// Expired retained messages leave the replicated set; readers
 			// already skip them, this frees them.
 			if now := time.Now().UnixMilli(); n.fsm.RetainedExpiredBy(now) {
@@ -150,9 +156,56 @@ func (n *Node) watchNodes(w *watcher) {
 		}
 		n.log.Warn("node confirmed down", "node", id, "absent_for", now.Sub(since).Round(time.Millisecond).String())
 		n.proposeAsync(&pb.Command{Op: &pb.Command_NodeDown{NodeDown: &pb.NodeDown{NodeId: id, AtUnixMs: since.UnixMilli()}}})
-		// Its connections are gone: its routes go too. Persistent sessions
-		// get theirs back where their clients reconnect.
-		for _, r := range n.fsm.RoutesOf(id) {
+		// Its connections are gone: its routes go too, except those its
+		// persistent sessions still need (dropDeadRoutes).
+		n.dropDeadRoutes(id)
+	}
+}
+
+// dropDeadRoutes drops the routes of the down node id that no persistent
+// session needs from it any more. A session id owns needs the routes of its
+// subscriptions until another node adopts it; one that moved to a live node
+// needs them until that node routes the subscription itself. Meanwhile a
+// publish to such a topic fails at the dead node (the publisher gets no
+// success and sends it again) rather than finding no subscriber and being
+// acknowledged for nobody.
+func (n *Node) dropDeadRoutes(id string) {
+	routes := n.fsm.RoutesOf(id)
+	if len(routes) == 0 {
+		return
+	}
+	type key struct{ filter, group string }
+	dead := make(map[key]bool, len(routes))
+	for _, r := range routes {
+		dead[key{r.Filter, r.Group}] = true
+	}
+	routedBy := map[string]map[key]bool{}
+	routes1 := func(node string) map[key]bool {
+		if m, ok := routedBy[node]; ok {
+			return m
+		}
+		m := map[key]bool{}
+		for _, r := range n.fsm.RoutesOf(node) {
+			m[key{r.Filter, r.Group}] = true
+		}
+		routedBy[node] = m
+		return m
+	}
+	needed := map[key]bool{}
+	for _, s := range n.fsm.Sessions() {
+		for _, sub := range s.Subscriptions {
+			group, real, _, err := topic.ParseShare(sub.Filter)
+			k := key{real, group}
+			if err != nil || !dead[k] || needed[k] {
+				continue
+			}
+			if s.Owner == id || s.Owner == "" || !routes1(s.Owner)[k] {
+				needed[k] = true
+			}
+		}
+	}
+	for _, r := range routes {
+		if !needed[key{r.Filter, r.Group}] {
 			n.proposeAsync(&pb.Command{Op: &pb.Command_RouteSet{RouteSet: &pb.RouteSet{NodeId: id, Filter: r.Filter, Group: r.Group}}})
 		}
 	}

@@ -16,9 +16,9 @@ import (
 //	record  = uvarint(len(body)) body
 //	body    = flags qos msg_id topic payload origin_client_id origin_node
 //	          [properties] [expires_at_unix_ms] [shared] [kick_client_id]
-//	          [to_client_id]
+//	          [to_client_id] [to_packet_id]
 //
-// flags, qos and msg_id are uvarints; the strings and byte fields are a
+// flags, qos, msg_id and to_packet_id are uvarints; the strings and byte fields are a
 // uvarint length and the bytes; expires_at_unix_ms is a zig-zag varint;
 // shared is a uvarint count and that many (group, filter) pairs of
 // length-prefixed strings. The optional fields are present when their flag
@@ -39,6 +39,7 @@ const (
 	flagShared
 	flagKick
 	flagTo
+	flagToPacketID
 )
 
 // Message is one forwarded message decoded from a batch: every field of
@@ -58,6 +59,7 @@ type Message struct {
 	SharedOnly      bool
 	KickClientID    []byte
 	ToClientID      []byte
+	ToPacketID      uint32
 
 	nShared int
 	shared  []byte // nShared (group, filter) pairs, checked by the decoder
@@ -98,6 +100,7 @@ func (m *Message) Proto() *pb.ForwardedMessage {
 		SharedOnly:      m.SharedOnly,
 		KickClientId:    string(m.KickClientID),
 		ToClientId:      string(m.ToClientID),
+		ToPacketId:      m.ToPacketID,
 	}
 	for g, f := range m.Shared() {
 		fm.Shared = append(fm.Shared, &pb.SharedTarget{Group: string(g), Filter: string(f)})
@@ -135,6 +138,9 @@ func bodySize(m *pb.ForwardedMessage) int {
 	if m.ToClientId != "" {
 		n += fieldLen(len(m.ToClientId))
 	}
+	if m.ToPacketId != 0 {
+		n += 1 + uvarintLen(uint64(m.ToPacketId)) // flags take a second byte
+	}
 	return n
 }
 
@@ -147,7 +153,7 @@ func recordSize(m *pb.ForwardedMessage) int {
 // appendRecord appends m's record to b.
 func appendRecord(b []byte, m *pb.ForwardedMessage) []byte {
 	b = binary.AppendUvarint(b, uint64(bodySize(m)))
-	var flags byte
+	var flags uint
 	if m.Retain {
 		flags |= flagRetain
 	}
@@ -169,7 +175,10 @@ func appendRecord(b []byte, m *pb.ForwardedMessage) []byte {
 	if m.ToClientId != "" {
 		flags |= flagTo
 	}
-	b = append(b, flags) // below 0x80: a one-byte uvarint
+	if m.ToPacketId != 0 {
+		flags |= flagToPacketID
+	}
+	b = binary.AppendUvarint(b, uint64(flags)) // one byte below flagToPacketID
 	b = binary.AppendUvarint(b, uint64(m.Qos))
 	b = binary.AppendUvarint(b, m.MsgId)
 	b = appendString(b, m.Topic)
@@ -194,6 +203,9 @@ func appendRecord(b []byte, m *pb.ForwardedMessage) []byte {
 	}
 	if flags&flagTo != 0 {
 		b = appendString(b, m.ToClientId)
+	}
+	if flags&flagToPacketID != 0 {
+		b = binary.AppendUvarint(b, uint64(m.ToPacketId))
 	}
 	return b
 }
@@ -295,9 +307,19 @@ func decodeBody(b []byte, m *Message) error {
 		}
 	}
 	if flags&flagTo != 0 {
-		if m.ToClientID, _, err = readBytes(b); err != nil {
+		if m.ToClientID, b, err = readBytes(b); err != nil {
 			return fmt.Errorf("to_client_id: %w", err)
 		}
+	}
+	if flags&flagToPacketID != 0 {
+		var id uint64
+		if id, _, err = readUvarint(b); err != nil {
+			return fmt.Errorf("to_packet_id: %w", err)
+		}
+		if id > 1<<16-1 {
+			return fmt.Errorf("to_packet_id: %w", errOverflow)
+		}
+		m.ToPacketID = uint32(id)
 	}
 	return nil // what follows belongs to fields of a later version
 }

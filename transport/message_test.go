@@ -36,6 +36,7 @@ func fullMessage() *pb.ForwardedMessage {
 		SharedOnly:   true,
 		KickClientId: "kicked",
 		ToClientId:   "handed-on",
+		ToPacketId:   65535,
 	}
 }
 
@@ -51,6 +52,7 @@ var recordCases = []struct {
 	{"QoS beyond MQTT", &pb.ForwardedMessage{Qos: math.MaxUint32}},
 	{"kick only", &pb.ForwardedMessage{KickClientId: "c1"}},
 	{"to a session", &pb.ForwardedMessage{MsgId: 4, Topic: "t", Qos: 1, ToClientId: "c2", OriginNode: "n2"}},
+	{"to a session, with its packet id", &pb.ForwardedMessage{MsgId: 6, Topic: "t", Qos: 2, ToClientId: "c3", ToPacketId: 7}},
 	{"one share group", &pb.ForwardedMessage{MsgId: 5, Topic: "t", Shared: []*pb.SharedTarget{{Group: "g", Filter: "t"}}}},
 }
 
@@ -118,9 +120,11 @@ func TestRecordSkipsLaterFields(t *testing.T) {
 	rec := appendRecord(nil, m)
 	_, k := binary.Uvarint(rec)
 	old := rec[k:]
-	// flags with bit 7 set (a flag of a later version: two bytes now), and
-	// its field after the known ones.
-	body := append([]byte{old[0] | 0x80, 0x01}, old[1:]...)
+	// flags with a bit of a later version set, and its field after the
+	// known ones.
+	flags, n := binary.Uvarint(old)
+	body := binary.AppendUvarint(nil, flags|1<<12)
+	body = append(body, old[n:]...)
 	body = append(body, 0x42, 0x01, 0x02)
 	later := append(binary.AppendUvarint(nil, uint64(len(body))), body...)
 	msgs, err := decodePacked(later, nil)

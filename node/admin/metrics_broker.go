@@ -78,6 +78,9 @@ func newBrokerCollector(b Broker, version string) *brokerCollector {
 	counter("slow_consumers_total", "Clients disconnected because their queue of control packets was full.", func(s *broker.Stats) int64 { return s.SlowConsumers.Load() })
 	counter("panics_total", "Connections closed by a recovered panic.", func(s *broker.Stats) int64 { return s.Panics.Load() })
 	counter("forward_failures_total", "Messages some other node did not acknowledge.", func(s *broker.Stats) int64 { return s.ForwardFailures.Load() })
+	counter("passed_on_total", "Messages sent on to a session that moved to another node, or handed on from a copy of it this node kept.", func(s *broker.Stats) int64 { return s.PassedOn.Load() })
+	counter("pass_on_failures_total", "Messages for a session that moved that its new node did not acknowledge in the end.", func(s *broker.Stats) int64 { return s.PassOnFailures.Load() })
+	counter("holds_timed_out_total", "Session queues released after the hold bound while another node could still hold older messages of the session.", func(s *broker.Stats) int64 { return s.HoldsTimedOut.Load() })
 	counter("retain_failures_total", "Retained changes the cluster did not record.", func(s *broker.Stats) int64 { return s.RetainFailures.Load() })
 	return c
 }

@@ -57,6 +57,7 @@ type Command struct {
 	//	*Command_SessionSubscriptions
 	//	*Command_SessionRelease
 	//	*Command_SessionDelete
+	//	*Command_SessionHandedOn
 	//	*Command_WillSet
 	//	*Command_WillClear
 	//	*Command_RetainedSet
@@ -159,6 +160,15 @@ func (x *Command) GetSessionDelete() *SessionDelete {
 	return nil
 }
 
+func (x *Command) GetSessionHandedOn() *SessionHandedOn {
+	if x != nil {
+		if x, ok := x.Op.(*Command_SessionHandedOn); ok {
+			return x.SessionHandedOn
+		}
+	}
+	return nil
+}
+
 func (x *Command) GetWillSet() *WillSet {
 	if x != nil {
 		if x, ok := x.Op.(*Command_WillSet); ok {
@@ -255,6 +265,10 @@ type Command_SessionDelete struct {
 	SessionDelete *SessionDelete `protobuf:"bytes,23,opt,name=session_delete,json=sessionDelete,proto3,oneof"`
 }
 
+type Command_SessionHandedOn struct {
+	SessionHandedOn *SessionHandedOn `protobuf:"bytes,24,opt,name=session_handed_on,json=sessionHandedOn,proto3,oneof"`
+}
+
 type Command_WillSet struct {
 	WillSet *WillSet `protobuf:"bytes,30,opt,name=will_set,json=willSet,proto3,oneof"`
 }
@@ -296,6 +310,8 @@ func (*Command_SessionSubscriptions) isCommand_Op() {}
 func (*Command_SessionRelease) isCommand_Op() {}
 
 func (*Command_SessionDelete) isCommand_Op() {}
+
+func (*Command_SessionHandedOn) isCommand_Op() {}
 
 func (*Command_WillSet) isCommand_Op() {}
 
@@ -742,6 +758,66 @@ func (x *SessionDelete) GetEpoch() uint64 {
 	return 0
 }
 
+// SessionHandedOn: node_id holds no messages of session client_id that
+// its owner has not received (it handed them on, or had none); it leaves
+// the session's holders. A claim adds the previous owner to the holders,
+// and a node recorded as down is added to those of the sessions it owned:
+// the owner delivers nothing queued while others may hold older messages,
+// so that a publisher's messages stay in order across the move. Removing a
+// node that is not a holder changes nothing (proposed twice, it is the
+// same). Older nodes may skip it (they keep no holders): ignorable.
+type SessionHandedOn struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ClientId      string                 `protobuf:"bytes,1,opt,name=client_id,json=clientId,proto3" json:"client_id,omitempty"`
+	NodeId        string                 `protobuf:"bytes,2,opt,name=node_id,json=nodeId,proto3" json:"node_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SessionHandedOn) Reset() {
+	*x = SessionHandedOn{}
+	mi := &file_mqcluster_v1_command_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SessionHandedOn) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SessionHandedOn) ProtoMessage() {}
+
+func (x *SessionHandedOn) ProtoReflect() protoreflect.Message {
+	mi := &file_mqcluster_v1_command_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SessionHandedOn.ProtoReflect.Descriptor instead.
+func (*SessionHandedOn) Descriptor() ([]byte, []int) {
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SessionHandedOn) GetClientId() string {
+	if x != nil {
+		return x.ClientId
+	}
+	return ""
+}
+
+func (x *SessionHandedOn) GetNodeId() string {
+	if x != nil {
+		return x.NodeId
+	}
+	return ""
+}
+
 // WillSet registers (or replaces) the will of one connection.
 type WillSet struct {
 	state                protoimpl.MessageState `protogen:"open.v1"`
@@ -761,7 +837,7 @@ type WillSet struct {
 
 func (x *WillSet) Reset() {
 	*x = WillSet{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[7]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -773,7 +849,7 @@ func (x *WillSet) String() string {
 func (*WillSet) ProtoMessage() {}
 
 func (x *WillSet) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[7]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -786,7 +862,7 @@ func (x *WillSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WillSet.ProtoReflect.Descriptor instead.
 func (*WillSet) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{7}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WillSet) GetWillId() string {
@@ -874,7 +950,7 @@ type WillClear struct {
 
 func (x *WillClear) Reset() {
 	*x = WillClear{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[8]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -886,7 +962,7 @@ func (x *WillClear) String() string {
 func (*WillClear) ProtoMessage() {}
 
 func (x *WillClear) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[8]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -899,7 +975,7 @@ func (x *WillClear) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WillClear.ProtoReflect.Descriptor instead.
 func (*WillClear) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{8}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WillClear) GetWillId() string {
@@ -932,7 +1008,7 @@ type RetainedSet struct {
 
 func (x *RetainedSet) Reset() {
 	*x = RetainedSet{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[9]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -944,7 +1020,7 @@ func (x *RetainedSet) String() string {
 func (*RetainedSet) ProtoMessage() {}
 
 func (x *RetainedSet) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[9]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -957,7 +1033,7 @@ func (x *RetainedSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetainedSet.ProtoReflect.Descriptor instead.
 func (*RetainedSet) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{9}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RetainedSet) GetTopic() string {
@@ -1012,7 +1088,7 @@ type RetainedClear struct {
 
 func (x *RetainedClear) Reset() {
 	*x = RetainedClear{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[10]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1024,7 +1100,7 @@ func (x *RetainedClear) String() string {
 func (*RetainedClear) ProtoMessage() {}
 
 func (x *RetainedClear) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[10]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1037,7 +1113,7 @@ func (x *RetainedClear) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetainedClear.ProtoReflect.Descriptor instead.
 func (*RetainedClear) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{10}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RetainedClear) GetTopic() string {
@@ -1059,7 +1135,7 @@ type RetainedExpire struct {
 
 func (x *RetainedExpire) Reset() {
 	*x = RetainedExpire{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[11]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1071,7 +1147,7 @@ func (x *RetainedExpire) String() string {
 func (*RetainedExpire) ProtoMessage() {}
 
 func (x *RetainedExpire) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[11]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1084,7 +1160,7 @@ func (x *RetainedExpire) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetainedExpire.ProtoReflect.Descriptor instead.
 func (*RetainedExpire) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{11}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RetainedExpire) GetNowUnixMs() int64 {
@@ -1106,7 +1182,7 @@ type NodeDown struct {
 
 func (x *NodeDown) Reset() {
 	*x = NodeDown{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[12]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1118,7 +1194,7 @@ func (x *NodeDown) String() string {
 func (*NodeDown) ProtoMessage() {}
 
 func (x *NodeDown) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[12]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1131,7 +1207,7 @@ func (x *NodeDown) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeDown.ProtoReflect.Descriptor instead.
 func (*NodeDown) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{12}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *NodeDown) GetNodeId() string {
@@ -1158,7 +1234,7 @@ type NodeUp struct {
 
 func (x *NodeUp) Reset() {
 	*x = NodeUp{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[13]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1246,7 @@ func (x *NodeUp) String() string {
 func (*NodeUp) ProtoMessage() {}
 
 func (x *NodeUp) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[13]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1259,7 @@ func (x *NodeUp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeUp.ProtoReflect.Descriptor instead.
 func (*NodeUp) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{13}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *NodeUp) GetNodeId() string {
@@ -1209,7 +1285,7 @@ type NodeRemove struct {
 
 func (x *NodeRemove) Reset() {
 	*x = NodeRemove{}
-	mi := &file_mqcluster_v1_command_proto_msgTypes[14]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1221,7 +1297,7 @@ func (x *NodeRemove) String() string {
 func (*NodeRemove) ProtoMessage() {}
 
 func (x *NodeRemove) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_command_proto_msgTypes[14]
+	mi := &file_mqcluster_v1_command_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1234,7 +1310,7 @@ func (x *NodeRemove) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRemove.ProtoReflect.Descriptor instead.
 func (*NodeRemove) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{14}
+	return file_mqcluster_v1_command_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *NodeRemove) GetNodeId() string {
@@ -1255,7 +1331,7 @@ var File_mqcluster_v1_command_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_command_proto_rawDesc = "" +
 	"\n" +
-	"\x1amqcluster/v1/command.proto\x12\fmqcluster.v1\"\xf3\x06\n" +
+	"\x1amqcluster/v1/command.proto\x12\fmqcluster.v1\"\xc0\a\n" +
 	"\aCommand\x12\x1c\n" +
 	"\tignorable\x18\x01 \x01(\bR\tignorable\x125\n" +
 	"\troute_set\x18\n" +
@@ -1263,7 +1339,8 @@ const file_mqcluster_v1_command_proto_rawDesc = "" +
 	"\rsession_claim\x18\x14 \x01(\v2\x1a.mqcluster.v1.SessionClaimH\x00R\fsessionClaim\x12Y\n" +
 	"\x15session_subscriptions\x18\x15 \x01(\v2\".mqcluster.v1.SessionSubscriptionsH\x00R\x14sessionSubscriptions\x12G\n" +
 	"\x0fsession_release\x18\x16 \x01(\v2\x1c.mqcluster.v1.SessionReleaseH\x00R\x0esessionRelease\x12D\n" +
-	"\x0esession_delete\x18\x17 \x01(\v2\x1b.mqcluster.v1.SessionDeleteH\x00R\rsessionDelete\x122\n" +
+	"\x0esession_delete\x18\x17 \x01(\v2\x1b.mqcluster.v1.SessionDeleteH\x00R\rsessionDelete\x12K\n" +
+	"\x11session_handed_on\x18\x18 \x01(\v2\x1d.mqcluster.v1.SessionHandedOnH\x00R\x0fsessionHandedOn\x122\n" +
 	"\bwill_set\x18\x1e \x01(\v2\x15.mqcluster.v1.WillSetH\x00R\awillSet\x128\n" +
 	"\n" +
 	"will_clear\x18\x1f \x01(\v2\x17.mqcluster.v1.WillClearH\x00R\twillClear\x12>\n" +
@@ -1306,7 +1383,10 @@ const file_mqcluster_v1_command_proto_rawDesc = "" +
 	"\x0f_expiry_seconds\"B\n" +
 	"\rSessionDelete\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x14\n" +
-	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"\xad\x02\n" +
+	"\x05epoch\x18\x02 \x01(\x04R\x05epoch\"G\n" +
+	"\x0fSessionHandedOn\x12\x1b\n" +
+	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x17\n" +
+	"\anode_id\x18\x02 \x01(\tR\x06nodeId\"\xad\x02\n" +
 	"\aWillSet\x12\x17\n" +
 	"\awill_id\x18\x01 \x01(\tR\x06willId\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\x12\x17\n" +
@@ -1361,7 +1441,7 @@ func file_mqcluster_v1_command_proto_rawDescGZIP() []byte {
 	return file_mqcluster_v1_command_proto_rawDescData
 }
 
-var file_mqcluster_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_mqcluster_v1_command_proto_msgTypes = make([]protoimpl.MessageInfo, 16)
 var file_mqcluster_v1_command_proto_goTypes = []any{
 	(*Command)(nil),              // 0: mqcluster.v1.Command
 	(*RouteSet)(nil),             // 1: mqcluster.v1.RouteSet
@@ -1370,14 +1450,15 @@ var file_mqcluster_v1_command_proto_goTypes = []any{
 	(*SessionSubscriptions)(nil), // 4: mqcluster.v1.SessionSubscriptions
 	(*SessionRelease)(nil),       // 5: mqcluster.v1.SessionRelease
 	(*SessionDelete)(nil),        // 6: mqcluster.v1.SessionDelete
-	(*WillSet)(nil),              // 7: mqcluster.v1.WillSet
-	(*WillClear)(nil),            // 8: mqcluster.v1.WillClear
-	(*RetainedSet)(nil),          // 9: mqcluster.v1.RetainedSet
-	(*RetainedClear)(nil),        // 10: mqcluster.v1.RetainedClear
-	(*RetainedExpire)(nil),       // 11: mqcluster.v1.RetainedExpire
-	(*NodeDown)(nil),             // 12: mqcluster.v1.NodeDown
-	(*NodeUp)(nil),               // 13: mqcluster.v1.NodeUp
-	(*NodeRemove)(nil),           // 14: mqcluster.v1.NodeRemove
+	(*SessionHandedOn)(nil),      // 7: mqcluster.v1.SessionHandedOn
+	(*WillSet)(nil),              // 8: mqcluster.v1.WillSet
+	(*WillClear)(nil),            // 9: mqcluster.v1.WillClear
+	(*RetainedSet)(nil),          // 10: mqcluster.v1.RetainedSet
+	(*RetainedClear)(nil),        // 11: mqcluster.v1.RetainedClear
+	(*RetainedExpire)(nil),       // 12: mqcluster.v1.RetainedExpire
+	(*NodeDown)(nil),             // 13: mqcluster.v1.NodeDown
+	(*NodeUp)(nil),               // 14: mqcluster.v1.NodeUp
+	(*NodeRemove)(nil),           // 15: mqcluster.v1.NodeRemove
 }
 var file_mqcluster_v1_command_proto_depIdxs = []int32{
 	1,  // 0: mqcluster.v1.Command.route_set:type_name -> mqcluster.v1.RouteSet
@@ -1385,20 +1466,21 @@ var file_mqcluster_v1_command_proto_depIdxs = []int32{
 	4,  // 2: mqcluster.v1.Command.session_subscriptions:type_name -> mqcluster.v1.SessionSubscriptions
 	5,  // 3: mqcluster.v1.Command.session_release:type_name -> mqcluster.v1.SessionRelease
 	6,  // 4: mqcluster.v1.Command.session_delete:type_name -> mqcluster.v1.SessionDelete
-	7,  // 5: mqcluster.v1.Command.will_set:type_name -> mqcluster.v1.WillSet
-	8,  // 6: mqcluster.v1.Command.will_clear:type_name -> mqcluster.v1.WillClear
-	9,  // 7: mqcluster.v1.Command.retained_set:type_name -> mqcluster.v1.RetainedSet
-	10, // 8: mqcluster.v1.Command.retained_clear:type_name -> mqcluster.v1.RetainedClear
-	11, // 9: mqcluster.v1.Command.retained_expire:type_name -> mqcluster.v1.RetainedExpire
-	12, // 10: mqcluster.v1.Command.node_down:type_name -> mqcluster.v1.NodeDown
-	13, // 11: mqcluster.v1.Command.node_up:type_name -> mqcluster.v1.NodeUp
-	14, // 12: mqcluster.v1.Command.node_remove:type_name -> mqcluster.v1.NodeRemove
-	3,  // 13: mqcluster.v1.SessionSubscriptions.subscriptions:type_name -> mqcluster.v1.Subscription
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	7,  // 5: mqcluster.v1.Command.session_handed_on:type_name -> mqcluster.v1.SessionHandedOn
+	8,  // 6: mqcluster.v1.Command.will_set:type_name -> mqcluster.v1.WillSet
+	9,  // 7: mqcluster.v1.Command.will_clear:type_name -> mqcluster.v1.WillClear
+	10, // 8: mqcluster.v1.Command.retained_set:type_name -> mqcluster.v1.RetainedSet
+	11, // 9: mqcluster.v1.Command.retained_clear:type_name -> mqcluster.v1.RetainedClear
+	12, // 10: mqcluster.v1.Command.retained_expire:type_name -> mqcluster.v1.RetainedExpire
+	13, // 11: mqcluster.v1.Command.node_down:type_name -> mqcluster.v1.NodeDown
+	14, // 12: mqcluster.v1.Command.node_up:type_name -> mqcluster.v1.NodeUp
+	15, // 13: mqcluster.v1.Command.node_remove:type_name -> mqcluster.v1.NodeRemove
+	3,  // 14: mqcluster.v1.SessionSubscriptions.subscriptions:type_name -> mqcluster.v1.Subscription
+	15, // [15:15] is the sub-list for method output_type
+	15, // [15:15] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_mqcluster_v1_command_proto_init() }
@@ -1412,6 +1494,7 @@ func file_mqcluster_v1_command_proto_init() {
 		(*Command_SessionSubscriptions)(nil),
 		(*Command_SessionRelease)(nil),
 		(*Command_SessionDelete)(nil),
+		(*Command_SessionHandedOn)(nil),
 		(*Command_WillSet)(nil),
 		(*Command_WillClear)(nil),
 		(*Command_RetainedSet)(nil),
@@ -1428,7 +1511,7 @@ func file_mqcluster_v1_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqcluster_v1_command_proto_rawDesc), len(file_mqcluster_v1_command_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   15,
+			NumMessages:   16,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

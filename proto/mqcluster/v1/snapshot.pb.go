@@ -402,8 +402,11 @@ type SessionRecord struct {
 	Connected            bool                   `protobuf:"varint,5,opt,name=connected,proto3" json:"connected,omitempty"`
 	DisconnectedAtUnixMs int64                  `protobuf:"varint,6,opt,name=disconnected_at_unix_ms,json=disconnectedAtUnixMs,proto3" json:"disconnected_at_unix_ms,omitempty"`
 	Subscriptions        []*Subscription        `protobuf:"bytes,7,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
-	unknownFields        protoimpl.UnknownFields
-	sizeCache            protoimpl.SizeCache
+	// holders: nodes that may hold messages of the session its owner has
+	// not received (see SessionHandedOn).
+	Holders       []string `protobuf:"bytes,8,rep,name=holders,proto3" json:"holders,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -481,6 +484,13 @@ func (x *SessionRecord) GetDisconnectedAtUnixMs() int64 {
 func (x *SessionRecord) GetSubscriptions() []*Subscription {
 	if x != nil {
 		return x.Subscriptions
+	}
+	return nil
+}
+
+func (x *SessionRecord) GetHolders() []string {
+	if x != nil {
+		return x.Holders
 	}
 	return nil
 }
@@ -769,7 +779,7 @@ const file_mqcluster_v1_snapshot_proto_rawDesc = "" +
 	"\amembers\x18\x03 \x03(\v2\x19.mqcluster.v1.RouteMemberR\amembers\"@\n" +
 	"\vRouteMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\amembers\x18\x02 \x01(\rR\amembers\"\xa4\x02\n" +
+	"\amembers\x18\x02 \x01(\rR\amembers\"\xbe\x02\n" +
 	"\rSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\"\n" +
 	"\rowner_node_id\x18\x02 \x01(\tR\vownerNodeId\x12\x14\n" +
@@ -777,7 +787,8 @@ const file_mqcluster_v1_snapshot_proto_rawDesc = "" +
 	"\x0eexpiry_seconds\x18\x04 \x01(\rR\rexpirySeconds\x12\x1c\n" +
 	"\tconnected\x18\x05 \x01(\bR\tconnected\x125\n" +
 	"\x17disconnected_at_unix_ms\x18\x06 \x01(\x03R\x14disconnectedAtUnixMs\x12@\n" +
-	"\rsubscriptions\x18\a \x03(\v2\x1a.mqcluster.v1.SubscriptionR\rsubscriptions\"\xb0\x02\n" +
+	"\rsubscriptions\x18\a \x03(\v2\x1a.mqcluster.v1.SubscriptionR\rsubscriptions\x12\x18\n" +
+	"\aholders\x18\b \x03(\tR\aholders\"\xb0\x02\n" +
 	"\n" +
 	"WillRecord\x12\x17\n" +
 	"\awill_id\x18\x01 \x01(\tR\x06willId\x12\x1b\n" +

@@ -132,7 +132,13 @@ type ForwardedMessage struct {
 	// a node hands on what it queued for a session that the cluster gave to
 	// the receiver while the sender was cut off. qos and retain are then the
 	// delivery's, not the publication's.
-	ToClientId    string `protobuf:"bytes,13,opt,name=to_client_id,json=toClientId,proto3" json:"to_client_id,omitempty"`
+	ToClientId string `protobuf:"bytes,13,opt,name=to_client_id,json=toClientId,proto3" json:"to_client_id,omitempty"`
+	// to_packet_id, with to_client_id: the packet id the sender's copy of
+	// the session gave a QoS 2 message that may have reached the client
+	// (sent, its PUBREC not seen). The receiver sends it again with that id
+	// and DUP, so that a client that has it meets it once ([MQTT-4.3.3-2]);
+	// 0 for any other message.
+	ToPacketId    uint32 `protobuf:"varint,14,opt,name=to_packet_id,json=toPacketId,proto3" json:"to_packet_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -256,6 +262,13 @@ func (x *ForwardedMessage) GetToClientId() string {
 		return x.ToClientId
 	}
 	return ""
+}
+
+func (x *ForwardedMessage) GetToPacketId() uint32 {
+	if x != nil {
+		return x.ToPacketId
+	}
+	return 0
 }
 
 // SharedTarget names one shared subscription group: $share/{group}/{filter}.
@@ -1385,7 +1398,7 @@ var File_mqcluster_v1_transport_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xb8\x03\n" +
+	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xda\x03\n" +
 	"\x10ForwardedMessage\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1405,7 +1418,9 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"sharedOnly\x12$\n" +
 	"\x0ekick_client_id\x18\f \x01(\tR\fkickClientId\x12 \n" +
 	"\fto_client_id\x18\r \x01(\tR\n" +
-	"toClientId\"<\n" +
+	"toClientId\x12 \n" +
+	"\fto_packet_id\x18\x0e \x01(\rR\n" +
+	"toPacketId\"<\n" +
 	"\fSharedTarget\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\"\xbf\x01\n" +
