@@ -243,8 +243,9 @@ func (n *Node) localize(rec *broker.SessionRecord, from string) {
 // refuseTakeOver makes takeovers fail as if the node could not be reached
 // (tests).
 var (
-	finishDelay    atomic.Int64 // a time.Duration
-	refuseTakeOver atomic.Bool
+	finishDelay     atomic.Int64 // a time.Duration
+	refuseTakeOver  atomic.Bool
+	refuseFirstStep atomic.Bool // the first step only
 )
 
 // sessions serves session takeovers from other nodes.
@@ -256,7 +257,7 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		return nil, fmt.Errorf("%w: %v", transport.ErrNotFound, errNoBroker)
 	}
 	id := req.GetClientId()
-	if refuseTakeOver.Load() {
+	if refuseTakeOver.Load() || refuseFirstStep.Load() && !req.GetFinish() {
 		return nil, fmt.Errorf("%w: refused (test)", transport.ErrNotFound)
 	}
 	if req.GetEpoch() == 0 {
@@ -276,6 +277,13 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		}
 		return s.n.finished.finish(id, req.GetEpoch(), func() ([]byte, error) {
 			s.n.awaitMovedRoutes(ctx, id, req.GetNewOwner(), req.GetEpoch())
+			if cur, ok := s.n.fsm.Session(id); ok && cur.Epoch == req.GetEpoch() && cur.Owner == req.GetNewOwner() &&
+				cur.Owner != s.n.cfg.NodeID {
+				// The first step may never have reached this node (it was
+				// cut off then): what it holds of the session goes with
+				// this answer, to the owner the cluster records.
+				b.HandOver(id)
+			}
 			rec, err := b.FinishHandOver(id)
 			if err == nil {
 				// What this node held of the session goes to the new

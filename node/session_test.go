@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -484,6 +485,50 @@ func TestSlowMoveFinishesInBackground(t *testing.T) {
 	<-done
 	waitDeliveries(t, dev, "s", 20)
 	waitDeliveries(t, dev, "t", 40)
+	b.disconnect()
+}
+
+// The first step of a move never reaches the previous node (cut off just
+// then), the second does: that node hands the session over whole with its
+// answer, so what it had queued reaches the client before what is
+// published after the move ([MQTT-4.6.0-6]), not later by a hand-on.
+func TestSecondStepAloneHandsTheSessionOver(t *testing.T) {
+	_, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "second-pub")
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[0], "second", dev, true, 600)
+	a.subscribe("second/#", 1)
+	a.disconnect()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	publish := func(prefix string) {
+		for i := range 10 {
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "second/x", QoS: 1, Payload: []byte(fmt.Sprintf("%s-%04d", prefix, i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish("old")
+	refuseFirstStep.Store(true)
+	t.Cleanup(func() { refuseFirstStep.Store(false) })
+	b, ack := rawConnect(t, addrs[1], "second", dev, false, 600)
+	refuseFirstStep.Store(false)
+	if !ack.SessionPresent {
+		t.Error("CONNACK: session present 0, want 1")
+	}
+	publish("new")
+	waitDeliveries(t, dev, "old", 10)
+	waitDeliveries(t, dev, "new", 10)
+	_, order := dev.deliveries()
+	isNew := func(p string) int {
+		if p[0] == 'n' {
+			return 1
+		}
+		return 0
+	}
+	if !slices.IsSortedFunc(order, func(x, y string) int { return cmp.Compare(isNew(x), isNew(y)) }) {
+		t.Errorf("queued messages of the previous node after newer ones: %v", order)
+	}
 	b.disconnect()
 }
 
