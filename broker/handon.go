@@ -135,14 +135,9 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 			continue
 		}
 		held.add(d.Msg)
-		o := outMsg{msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs}
-		if op, ok := ss.prepareLocked(&o); ok {
-			if op.Kind != 0 {
-				ops = append(ops, op)
-			}
-			if c := ss.placeLocked(o); c != nil {
-				start = c
-			}
+		var c *conn
+		if ops, c = ss.deliverLocked(outMsg{msg: d.Msg, qos: d.QoS, retain: d.Retain, subIDs: d.SubIDs}, ops); c != nil {
+			start = c
 		}
 	}
 	ops = ss.requeueLocked(later, ops)

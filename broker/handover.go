@@ -303,13 +303,9 @@ func (s *Server) releasePending(ss *session, seen msgSet) {
 		if seen.has(o.msg) {
 			continue
 		}
-		if op, ok := ss.prepareLocked(&o); ok {
-			if op.Kind != 0 {
-				ops = append(ops, op)
-			}
-			if c := ss.placeLocked(o); c != nil {
-				start = c
-			}
+		var c *conn
+		if ops, c = ss.deliverLocked(o, ops); c != nil {
+			start = c
 		}
 	}
 	ss.mu.Unlock()
@@ -387,12 +383,7 @@ func (ss *session) importLocked(sm *StoredMessage, seen msgSet, ops []StoreOp) [
 		o.share = ss.srv.shares.ref(shareRef{filter: sm.ShareFilter, group: sm.ShareGroup})
 	}
 	if sm.PacketID == 0 {
-		if op, ok := ss.prepareLocked(&o); ok {
-			if op.Kind != 0 {
-				ops = append(ops, op)
-			}
-			ss.placeLocked(o)
-		}
+		ops, _ = ss.deliverLocked(o, ops) // the caller starts the writer
 		return ops
 	}
 	// In flight: placed here directly, not through prepareLocked. One this

@@ -151,6 +151,21 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 	return StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()}, true
 }
 
+// deliverLocked is prepare and place in one, for deliveries that commit
+// their store writes together: it appends o's store write to ops and
+// returns the connection whose writer must be started (nil: none). Caller
+// holds mu.
+func (ss *session) deliverLocked(o outMsg, ops []StoreOp) ([]StoreOp, *conn) {
+	op, ok := ss.prepareLocked(&o)
+	if !ok {
+		return ops, nil
+	}
+	if op.Kind != 0 {
+		ops = append(ops, op)
+	}
+	return ops, ss.placeLocked(o)
+}
+
 // place is the second half of a delivery: straight to the connection when a
 // slot in the in-flight window is free, into the bounded queue otherwise.
 // kicker, when not nil, is the connection whose reader goroutine runs this:

@@ -67,7 +67,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:      5 * time.Second,
 		ReconcileInterval: 500 * time.Millisecond,
 		NodeDownAfter:     time.Second,
-		SessionHold:       time.Minute,
+		SessionHold:       30 * time.Second,
 	}
 }
 

@@ -81,17 +81,18 @@ func (n *Node) holdLoop() {
 	}
 }
 
-// upGrace is how long a holder that was down or out of reach is still
-// waited for once it is back: it hands on what it kept once it has caught
-// up (adoptLoop, foreignGrace).
-const upGrace = foreignGrace + 5*time.Second
+// upGrace is how long a holder that was down is still waited for once it
+// is back: it hands on what it kept once it has caught up (adoptLoop,
+// foreignGrace).
+const upGrace = foreignGrace + 2*time.Second
 
 // holdWorthy reports whether a session with these holders (besides this
 // node and skip) should hold its queue: only for holders the cluster
-// recorded as down (killed, paused) or this node cannot reach (cut off),
-// or that were either within upGrace. A holder in reach hands on what it
-// has by itself, and waiting on one that is merely slow (a session moving
-// through several nodes) would stop delivery for nothing.
+// recorded as down (killed, paused, or cut off for NodeDownAfter), or that
+// were within upGrace. A holder alive hands on what it has by itself (or
+// the move's second step brings it), and waiting on one that is merely
+// slow or briefly out of reach would stop delivery for nothing: in long
+// runs of partitions that cost more messages than it put in order.
 func (n *Node) holdWorthy(holders []string, skip string) bool {
 	now := time.Now()
 	for _, h := range n.otherHolders(holders, skip) {
@@ -108,17 +109,14 @@ func (n *Node) holdWorthy(holders []string, skip string) bool {
 	return false
 }
 
-// outOfReach reports whether node is recorded as down or this node's
-// transport has no live stream to it.
+// outOfReach reports whether the cluster records node as down.
 func (n *Node) outOfReach(node string) bool {
-	if nd, ok := n.fsm.Node(node); ok && (nd.State == fsm.NodeDown || nd.State == fsm.NodeRemoved) {
-		return true
-	}
-	return !n.tr.PeerConnected(node)
+	nd, ok := n.fsm.Node(node)
+	return ok && (nd.State == fsm.NodeDown || nd.State == fsm.NodeRemoved)
 }
 
 // noteDown remembers when each node that holds a session's messages was
-// last seen out of reach.
+// last seen recorded as down.
 func (n *Node) noteDown() {
 	now := time.Now()
 	var out []string

@@ -620,11 +620,14 @@ func TestHandOnRetriesUntilTheOwnerHasThem(t *testing.T) {
 	}
 	failPassOns.Store(10) // the link fails for the first attempt of every message
 	t.Cleanup(func() { failPassOns.Store(0) })
+	// Node 0 stays out of reach for takeovers (both steps): its queue can
+	// only come by the hand-on.
 	refuseTakeOver.Store(true)
+	t.Cleanup(func() { refuseTakeOver.Store(false) })
 	b, _ := rawConnect(t, addrs[1], "retry", dev, false, 600)
-	refuseTakeOver.Store(false)
 	waitOwner(t, c, "retry", "node-1")
 	waitDeliveries(t, dev, "r", 10)
+	refuseTakeOver.Store(false)
 	if n := failPassOns.Load(); n != 0 {
 		t.Errorf("%d injected failures left: the hand-on was not tried again", n)
 	}
