@@ -39,9 +39,7 @@ func (c *conn) recordSubscriptions() {
 // client, [MQTT-3.1.4-3]): the client connected to another node. A
 // persistent session stays here, offline.
 func (s *Server) Kick(clientID string) {
-	s.mu.Lock()
-	ss := s.sessions[clientID]
-	s.mu.Unlock()
+	ss := s.sessionOf(clientID)
 	if ss == nil {
 		return
 	}
@@ -76,9 +74,7 @@ func (s *Server) ConnectedClaims() map[string]uint64 {
 // SetSessionEpoch gives a session restored from the store its claim epoch,
 // as the cluster recorded it.
 func (s *Server) SetSessionEpoch(clientID string, epoch uint64) {
-	s.mu.Lock()
-	ss := s.sessions[clientID]
-	s.mu.Unlock()
+	ss := s.sessionOf(clientID)
 	if ss == nil {
 		return
 	}

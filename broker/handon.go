@@ -82,9 +82,7 @@ func (s *Server) Surrender(clientID string) (*SessionRecord, bool) {
 // session that moved on from here lately follow it there (passon.go);
 // those for a session this node does not know are dropped.
 func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []SessionDelivery) error {
-	s.mu.Lock()
-	ss := s.sessions[clientID]
-	s.mu.Unlock()
+	ss := s.sessionOf(clientID)
 	if ss == nil {
 		if owner, ok := s.movedTo(clientID); ok {
 			if sc := s.sessionCluster(); sc != nil {

@@ -65,9 +65,7 @@ func (s *Server) HeldSessions() map[string]time.Time {
 // HoldRelease ends the hold of clientID's queue: what it queued goes to
 // the connection, if there is one.
 func (s *Server) HoldRelease(clientID string) {
-	s.mu.Lock()
-	ss := s.sessions[clientID]
-	s.mu.Unlock()
+	ss := s.sessionOf(clientID)
 	if ss == nil {
 		return
 	}

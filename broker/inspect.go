@@ -110,9 +110,7 @@ type ClientSubscription struct {
 func (s *Server) Subscriptions(clientID string) (subs []ClientSubscription, ok bool) {
 	var list []*session
 	if clientID != "" {
-		s.mu.Lock()
-		ss := s.sessions[clientID]
-		s.mu.Unlock()
+		ss := s.sessionOf(clientID)
 		if ss == nil {
 			return nil, false
 		}
@@ -176,6 +174,13 @@ func (s *Server) Figures() Figures {
 		f.Retained, f.RetainedKnown = int64(n), true
 	}
 	return f
+}
+
+// sessionOf returns the session of clientID, or nil.
+func (s *Server) sessionOf(clientID string) *session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.sessions[clientID]
 }
 
 // sessionList copies the session list under Server.mu.

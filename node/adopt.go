@@ -133,12 +133,7 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 		first, seen := foreign[id]
 		if !seen {
 			foreign[id] = now
-			if !slices.Contains(s.Holders, n.cfg.NodeID) {
-				continue
-			}
-			// The owner holds the session's queue until this node hands
-			// on what it kept: no takeover is coming to ask for it.
-			first = now.Add(-foreignGrace)
+			continue
 		}
 		if now.Sub(first) >= foreignGrace && n.tr.PeerConnected(s.Owner) {
 			n.handOn(b, id, s.Owner)

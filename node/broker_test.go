@@ -459,12 +459,13 @@ func assertV311RetainedRefused(t *testing.T, addr string) {
 
 // A node killed while it held an offline session comes back after the
 // cluster gave the session to another node: what it had queued for the
-// session (on its disk) goes to the new owner, not away, and ahead of what
-// was published for the session meanwhile. The client, reconnected to the
-// new owner before the node is back, gets nothing newer first: each
-// publisher's messages in order ([MQTT-4.6.0-6]), across the move.
+// session (on its disk) goes to the new owner, not away, and — with
+// cluster.session_hold set — ahead of what was published for the session
+// meanwhile. The client, reconnected to the new owner before the node is
+// back, gets nothing newer first: each publisher's messages in order
+// ([MQTT-4.6.0-6]), across the move.
 func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
-	c, addrs := brokerCluster(t)
+	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.SessionHold = 30 * time.Second })
 	dir := t.TempDir()
 	storedBroker := func() (string, *broker.Server) {
 		st, err := store.Open(filepath.Join(dir, "sessions.db"), store.Options{})
@@ -477,10 +478,7 @@ func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
 	// Node 2 runs a broker with a store (the one startBrokers gave it is
 	// replaced).
 	addr2, srv2 := storedBroker()
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addr2, "restored", dev, true, 600)
-	a.subscribe("restored/#", 1)
-	a.disconnect()
+	dev := offlineSession(t, addr2, "restored", "restored/#", 1)
 	pub := dial(t, addrs[0], "restored-pub")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -546,10 +544,7 @@ func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
 // the dead node instead, and the publisher sends it again.
 func TestDeadNodesRoutesStayUntilItsSessionsAreRoutedElsewhere(t *testing.T) {
 	c, addrs := brokerCluster(t)
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[2], "dead-routes", dev, true, 600)
-	a.subscribe("dead/#", 1)
-	a.disconnect()
+	offlineSession(t, addrs[2], "dead-routes", "dead/#", 1)
 	waitOwner(t, c, "dead-routes", "node-2")
 	f := c.nodes[0].FSM()
 	routed := func(node string) bool {

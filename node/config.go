@@ -51,7 +51,9 @@ type Config struct {
 	// SessionHold bounds how long a session that moved holds its queue
 	// for nodes that may still hold older messages of it (a node killed
 	// or cut off with the session): past it, newer messages go out ahead
-	// of whatever such a node hands on later (holders.go).
+	// of whatever such a node hands on later (holders.go). 0, the
+	// default, holds nothing: under long runs of partitions, holding
+	// delayed messages past their sessions' life (see docs/reliability.md).
 	SessionHold time.Duration
 	Logger      *slog.Logger
 }
@@ -67,7 +69,6 @@ func DefaultConfig() Config {
 		ApplyTimeout:      5 * time.Second,
 		ReconcileInterval: 500 * time.Millisecond,
 		NodeDownAfter:     time.Second,
-		SessionHold:       30 * time.Second,
 	}
 }
 
@@ -94,8 +95,11 @@ func (c *Config) Validate() error {
 	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("gossip_key: %d bytes, want 16, 24 or 32", n))
 	}
-	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 || c.SessionHold <= 0 {
-		errs = append(errs, errors.New("apply_timeout, reconcile_interval, node_down_after and session_hold: want > 0"))
+	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 {
+		errs = append(errs, errors.New("apply_timeout, reconcile_interval and node_down_after: want > 0"))
+	}
+	if c.SessionHold < 0 {
+		errs = append(errs, errors.New("session_hold: want >= 0"))
 	}
 	return errors.Join(errs...)
 }

@@ -84,7 +84,7 @@ func (n *Node) holdLoop() {
 // upGrace is how long a holder that was down is still waited for once it
 // is back: it hands on what it kept once it has caught up (adoptLoop,
 // foreignGrace).
-const upGrace = foreignGrace + 2*time.Second
+const upGrace = foreignGrace + 5*time.Second
 
 // holdWorthy reports whether a session with these holders (besides this
 // node and skip) should hold its queue: only for holders the cluster
@@ -94,6 +94,9 @@ const upGrace = foreignGrace + 2*time.Second
 // slow or briefly out of reach would stop delivery for nothing: in long
 // runs of partitions that cost more messages than it put in order.
 func (n *Node) holdWorthy(holders []string, skip string) bool {
+	if n.cfg.SessionHold <= 0 {
+		return false // holding is off
+	}
 	now := time.Now()
 	for _, h := range n.otherHolders(holders, skip) {
 		if n.outOfReach(h) {

@@ -46,6 +46,17 @@ func waitOwner(t *testing.T, c *testCluster, clientID, owner string) {
 	})
 }
 
+// offlineSession leaves on addr a persistent session of id subscribed to
+// filter, with no connection, and returns the device that reads it.
+func offlineSession(t *testing.T, addr, id, filter string, qos byte) *deviceState {
+	t.Helper()
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addr, id, dev, true, 600)
+	a.subscribe(filter, qos)
+	a.disconnect()
+	return dev
+}
+
 // waitNoRoutes waits until the cluster, as f sees it, routes nothing to
 // node: a dead node keeps the routes of its persistent sessions until their
 // new nodes route them, and publishes fail there meanwhile.
@@ -100,10 +111,7 @@ func waitDeliveries(t *testing.T, dev *deviceState, prefix string, n int) {
 func TestSessionMovesWithItsClient(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "publisher")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "mover", dev, true, 600)
-	a.subscribe("move/#", 2)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "mover", "move/#", 2)
 
 	publishN(t, pub, "move", "m", 0, 50)
 	b, ack := rawConnect(t, addrs[1], "mover", dev, false, 600)
@@ -383,10 +391,7 @@ func TestSessionOfKilledNodeIsAdopted(t *testing.T) {
 	if c.leader(5*time.Second) == c.nodes[0] {
 		victim = 1
 	}
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[victim], "orphan", dev, true, 600)
-	a.subscribe("orphan/#", 1)
-	a.disconnect()
+	dev := offlineSession(t, addrs[victim], "orphan", "orphan/#", 1)
 	eventually(t, 5*time.Second, func() error {
 		if s, ok := c.nodes[2].FSM().Session("orphan"); !ok || len(s.Subscriptions) != 1 || s.Connected {
 			return fmt.Errorf("session not recorded offline with its subscription yet: %+v", s)
@@ -463,10 +468,7 @@ func TestSlowMoveFinishesInBackground(t *testing.T) {
 	finishDelay.Store(int64(7 * time.Second)) // past the cluster timeout of the CONNECT
 	t.Cleanup(func() { finishDelay.Store(0) })
 	pub := dial(t, addrs[2], "slow-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "slow-mover", dev, true, 600)
-	a.subscribe("slow/#", 2)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "slow-mover", "slow/#", 2)
 	publishN(t, pub, "slow", "s", 0, 20)
 
 	done := make(chan struct{})
@@ -495,10 +497,7 @@ func TestSlowMoveFinishesInBackground(t *testing.T) {
 func TestSecondStepAloneHandsTheSessionOver(t *testing.T) {
 	_, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "second-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "second", dev, true, 600)
-	a.subscribe("second/#", 1)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "second", "second/#", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	publish := func(prefix string) {
@@ -582,10 +581,7 @@ func TestHandOnResendsQoS2InFlightAsTheSameFlow(t *testing.T) {
 func TestQueuedMessagesHandedOnToNewOwner(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "handon-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "handon", dev, true, 600)
-	a.subscribe("handon/#", 1)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "handon", "handon/#", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := range 10 {
@@ -607,10 +603,7 @@ func TestQueuedMessagesHandedOnToNewOwner(t *testing.T) {
 func TestHandOnRetriesUntilTheOwnerHasThem(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "retry-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "retry", dev, true, 600)
-	a.subscribe("retry/#", 1)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "retry", "retry/#", 1)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	for i := range 10 {
@@ -642,10 +635,7 @@ func TestHandOnRetriesUntilTheOwnerHasThem(t *testing.T) {
 func TestHandOnDeliversQoS2OnceAfterTwoMoves(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "handon2-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "handon2", dev, true, 600)
-	a.subscribe("handon2/#", 2)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "handon2", "handon2/#", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	publish := func(prefix string) {
@@ -691,10 +681,7 @@ func TestHandOnDeliversQoS2OnceAfterTwoMoves(t *testing.T) {
 // message reaches the client on its new node, once.
 func TestMovedSessionGetsLateForwards(t *testing.T) {
 	c, addrs := brokerCluster(t)
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "late", dev, true, 600)
-	a.subscribe("late/#", 1)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "late", "late/#", 1)
 	b, _ := rawConnect(t, addrs[1], "late", dev, false, 600)
 	waitOwner(t, c, "late", "node-1")
 	// What a lagging node 2 would forward to node 0 now.
@@ -755,10 +742,7 @@ func TestMissedTakeoverClosesOldConnection(t *testing.T) {
 func TestSessionFoundBesideAnEmptyOwner(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "beside-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "beside", dev, true, 600)
-	a.subscribe("beside/#", 2)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "beside", "beside/#", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
@@ -785,10 +769,7 @@ func TestSessionFoundBesideAnEmptyOwner(t *testing.T) {
 func TestHandOnToAnEmptyOwnerKeepsTheMessages(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "empty-pub")
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "empty", dev, true, 600)
-	a.subscribe("empty/#", 2)
-	a.disconnect()
+	dev := offlineSession(t, addrs[0], "empty", "empty/#", 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	publishN(t, pub, "empty", "e", 0, 10) // queued on node 0

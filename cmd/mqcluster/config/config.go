@@ -112,7 +112,7 @@ type Cluster struct {
 	MaxVoters       int           `yaml:"max_voters" help:"Raft voters at most; later nodes join as non-voters"`
 	ApplyTimeout    time.Duration `yaml:"apply_timeout" help:"bound on one Raft proposal"`
 	NodeDownAfter   time.Duration `yaml:"node_down_after" help:"how long the leader waits after gossip declared a node dead before its routes go and its clients' wills start"`
-	SessionHold     time.Duration `yaml:"session_hold" help:"how long a persistent session that moved waits for older messages a node killed or cut off with it may still hand on, before newer ones go out"`
+	SessionHold     time.Duration `yaml:"session_hold" help:"how long a persistent session that moved waits for older messages a node killed or cut off with it may still hand on, before newer ones go out; 0 does not wait"`
 	Timeout         time.Duration `yaml:"timeout" help:"what a client waits for the cluster (a route in force before its SUBACK)"`
 	LeaveOnShutdown bool          `yaml:"leave_on_shutdown" help:"leave the cluster for good on shutdown (scale-down): Raft removal and memberlist leave after the drain"`
 }
