@@ -38,6 +38,11 @@ func (s *Server) clearWill(id string) {
 // subscribers and every other node with a route has acknowledged it.
 func (s *Server) PublishWill(ctx context.Context, m *Message) error {
 	s.stats.MessagesIn.Add(1)
+	if m.ID == 0 {
+		// Named like every other message, so that a session that meets it
+		// twice (forwarded, and passed on by a node it left) takes it once.
+		m.ID = s.msgIDs.Add(1)
+	}
 	if m.Retain && s.cluster != nil {
 		if err := s.cluster.Retain(ctx, m); err != nil {
 			return err

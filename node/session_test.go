@@ -244,6 +244,50 @@ func TestWillOfKilledNodeFiresOnce(t *testing.T) {
 	})
 }
 
+// A will the cluster fires for a dead node's connection reaches a
+// persistent QoS 2 subscriber once, even when the publishing node is one
+// its session left lately: that node forwards the will to the session's
+// new node and also passes its own copy on to it, and the new node must
+// know them for the same message (jepsen-lite: wills delivered twice to a
+// watcher whose session had moved). The will is published the way the
+// node that fires it does (Server.PublishWill).
+func TestFiredWillReachesAMovedSessionOnce(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := offlineSession(t, addrs[0], "watch", "will/#", 2)
+	w, _ := rawConnect(t, addrs[1], "watch", dev, false, 600)
+	waitOwner(t, c, "watch", "node-1")
+	eventually(t, 10*time.Second, func() error {
+		for _, r := range c.nodes[0].FSM().RoutesOf("node-1") {
+			if r.Filter == "will/#" {
+				return nil
+			}
+		}
+		return fmt.Errorf("node-1 does not route will/# yet")
+	})
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b0 := c.nodes[0].brk.Load()
+	for i := range 3 {
+		m := &broker.Message{Topic: "will/gone", Payload: []byte(fmt.Sprintf("will-%04d", i)), QoS: 2, Origin: "dying"}
+		if err := b0.PublishWill(ctx, m); err != nil {
+			t.Fatalf("will %d: %v", i, err)
+		}
+	}
+	waitDeliveries(t, dev, "will", 3)
+	if n := b0.Stats().PassedOn.Load(); n < 3 {
+		t.Errorf("node 0 passed on %d messages, want at least 3 (the case under test)", n)
+	}
+	time.Sleep(500 * time.Millisecond) // a second copy would be on its way
+	got, _ := dev.deliveries()
+	for i := range 3 {
+		if p := fmt.Sprintf("will-%04d", i); got[p] != 1 {
+			t.Errorf("%s delivered %d times, want once (QoS 2: exactly once)", p, got[p])
+		}
+	}
+	w.disconnect()
+}
+
 // rawConnectWithWill connects a 5.0 device with a will on willTopic
 // (payload "gone", QoS 1) delayed by delay seconds.
 func rawConnectWithWill(t *testing.T, addr, id string, dev *deviceState, willTopic string, delay uint32) (*rawConn, *packet.Connack) {
