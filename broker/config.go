@@ -97,6 +97,12 @@ type Config struct {
 	// ClusterTimeout bounds what a client waits for the cluster (a route to
 	// be in force before its SUBACK).
 	ClusterTimeout time.Duration
+	// MoveTimeout bounds a session's move to another node: the node it
+	// left keeps collecting its messages until the new node asks for the
+	// rest, and past MoveTimeout hands them to the session's owner (the
+	// new node died meanwhile); the new node gives up asking then. 0: one
+	// minute.
+	MoveTimeout time.Duration
 	// ServerReference, when set, is sent to 5.0 clients told to go elsewhere.
 	ServerReference string
 	// ResponseInformation is returned to 5.0 clients that request it.

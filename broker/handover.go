@@ -44,6 +44,10 @@ type SessionCluster interface {
 	// node it moved to (DeliverToSession there), and calls done once owner
 	// has placed it, or with the failure.
 	PassOn(owner, clientID string, d SessionDelivery, done func(error))
+	// HandOnRest takes the messages a session collected here after it
+	// left for a node that never finished the move (it died meanwhile),
+	// for the node that owns the session now.
+	HandOnRest(clientID string, rec *SessionRecord)
 }
 
 // SessionClaim is what a CONNECT asks of the cluster.
@@ -79,9 +83,18 @@ type WillRecord struct {
 	Delay, SessionExpiry uint32
 }
 
-// moveTimeout ends a session that was handed over when the new owner never
-// finished the move (it died): the session is the new owner's by then.
-const moveTimeout = time.Minute
+// moveTimeout is Config.MoveTimeout, one minute unless set.
+func (s *Server) moveTimeout() time.Duration {
+	if s.cfg.MoveTimeout > 0 {
+		return s.cfg.MoveTimeout
+	}
+	return time.Minute
+}
+
+// pendingSeqBase is where the store sequences of deliveries held back while
+// a session arrives begin: above any sequence of its queue, so that after a
+// restart they come after what the move brought (restore renumbers them).
+const pendingSeqBase = 1 << 48
 
 // sessionCluster returns the cluster's session side, or nil.
 func (s *Server) sessionCluster() SessionCluster {
@@ -149,6 +162,16 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	if old != nil {
 		s.finishDrop(old)
 	}
+	if ss.stored() {
+		// Stored (after the old copy's deletion: the store keeps the
+		// order of commits) before its subscriptions bring deliveries:
+		// the store ignores messages of a session it has no record of,
+		// and the deliveries held back while it arrives are stored.
+		ss.mu.Lock()
+		op := ss.sessionOp(0)
+		ss.mu.Unlock()
+		s.commitOps([]StoreOp{op}, true)
+	}
 	s.installSubscriptions(ss, rec)
 	seen := make(msgSet)
 	s.importRecord(ss, rec, seen, true)
@@ -203,7 +226,7 @@ func (s *Server) installSubscriptions(ss *session, rec *SessionRecord) {
 // finishLater retries the second step of a move until it succeeds or the
 // previous node would have ended the session anyway (moveTimeout).
 func (s *Server) finishLater(ss *session, finish func(context.Context) (*SessionRecord, error), seen msgSet) {
-	deadline := time.Now().Add(moveTimeout)
+	deadline := time.Now().Add(s.moveTimeout())
 	wait := 200 * time.Millisecond
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -297,9 +320,15 @@ func (s *Server) releasePending(ss *session, seen msgSet) {
 	ss.importing = false
 	pending := ss.pending
 	ss.pending = nil
-	var ops []StoreOp
+	var ops, stale []StoreOp
 	var start *conn
 	for _, o := range pending {
+		if o.seq != 0 {
+			// Stored apart while held back: it takes its place in the
+			// queue (a new sequence and packet id) in the same commit.
+			stale = append(stale, StoreOp{Kind: OpDeleteMessage, ClientID: ss.id, Seq: o.seq})
+			o.seq = 0
+		}
 		if seen.has(o.msg) {
 			continue
 		}
@@ -309,7 +338,7 @@ func (s *Server) releasePending(ss *session, seen msgSet) {
 		}
 	}
 	ss.mu.Unlock()
-	s.commitOps(ops, true)
+	s.commitOps(append(ops, stale...), true)
 	if start != nil {
 		go start.flush()
 	}
@@ -453,8 +482,14 @@ func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
 	// delay is cancelled ([MQTT-3.1.3-9]).
 	s.cancelPendingWillLocked(ss)
 	rec := ss.exportLocked(false)
+	if ss.firstStep == nil {
+		ss.firstStep = make(msgSet, len(rec.Messages))
+	}
+	for i := range rec.Messages {
+		ss.firstStep.add(rec.Messages[i].Msg)
+	}
 	if ss.moveTimer == nil {
-		ss.moveTimer = time.AfterFunc(moveTimeout, func() { s.endMove(clientID) })
+		ss.moveTimer = time.AfterFunc(s.moveTimeout(), func() { s.endMove(clientID) })
 	}
 	ss.mu.Unlock()
 	return rec, true
@@ -582,9 +617,39 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 }
 
 // endMove ends a handed-over session whose new owner never finished the
-// move, once it is not arriving from a third node any more.
+// move, once it is not arriving from a third node any more. The new owner
+// has what the first step of the move carried (durably, before its
+// client's CONNACK); what reached the session here since goes to the node
+// that owns the session now.
 func (s *Server) endMove(clientID string) {
-	if _, err := s.FinishHandOver(clientID); err != nil {
-		time.AfterFunc(moveTimeout/4, func() { s.endMove(clientID) })
+	s.mu.Lock()
+	var first msgSet
+	if ss := s.sessions[clientID]; ss != nil {
+		ss.mu.Lock()
+		first = ss.firstStep
+		ss.mu.Unlock()
 	}
+	s.mu.Unlock()
+	rec, err := s.FinishHandOver(clientID)
+	if err != nil {
+		time.AfterFunc(s.moveTimeout()/4, func() { s.endMove(clientID) })
+		return
+	}
+	if rec == nil {
+		return
+	}
+	rest := rec.Messages[:0:0]
+	for _, sm := range rec.Messages {
+		if !first.has(sm.Msg) {
+			rest = append(rest, sm)
+		}
+	}
+	sc := s.sessionCluster()
+	if len(rest) == 0 || sc == nil {
+		return
+	}
+	s.log.Warn("session moved to a node that never finished the move; what reached it here since goes to its owner",
+		"client_id", clientID, "messages", len(rest))
+	rec.Messages = rest
+	sc.HandOnRest(clientID, rec)
 }

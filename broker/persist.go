@@ -84,6 +84,7 @@ func (s *Server) restore() error {
 		s.retained.set(m)
 	}
 	now := time.Now()
+	var fixes []StoreOp
 	for i := range snap.Sessions {
 		rec := &snap.Sessions[i]
 		ss := newSession(s, rec.ClientID)
@@ -103,7 +104,14 @@ func (s *Server) restore() error {
 		// ones, only the first MaxInflight can have reached the client
 		// before the restart, and only they are sent again with DUP.
 		sent := 0
+		var held []outMsg
 		for _, sm := range rec.Messages {
+			if sm.Seq > pendingSeqBase {
+				// Held back while the session arrived here when the node
+				// stopped: never sent, after everything else.
+				held = append(held, outMsg{msg: sm.Msg, seq: sm.Seq, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs})
+				continue
+			}
 			maybeSent := sm.PacketID != 0 && !sm.Released && sent < int(s.cfg.MaxInflight)
 			if maybeSent {
 				sent++
@@ -130,6 +138,16 @@ func (s *Server) restore() error {
 				ss.awaitingRel[id] = struct{}{}
 			}
 		}
+		// Held-back deliveries take their place in the queue: a
+		// sequence below pendingSeqBase and a packet id.
+		for _, o := range held {
+			fixes = append(fixes, StoreOp{Kind: OpDeleteMessage, ClientID: ss.id, Seq: o.seq})
+			o.packetID = ss.newPacketID()
+			ss.nextSeq++
+			o.seq = ss.nextSeq
+			fixes = append(fixes, StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()})
+			ss.queue.push(o)
+		}
 		s.sessions[ss.id] = ss
 		if ss.expiry != expiryNever {
 			since := time.Duration(0)
@@ -139,6 +157,9 @@ func (s *Server) restore() error {
 			left := max(time.Duration(ss.expiry)*time.Second-since, 0)
 			ss.expiryTimer = time.AfterFunc(left, func() { s.expireSession(ss) })
 		}
+	}
+	if len(fixes) > 0 {
+		s.commitOps(fixes, true)
 	}
 	if n := len(snap.Sessions); n > 0 || len(snap.Retained) > 0 {
 		s.log.Info("restored from store", "sessions", n, "retained", len(snap.Retained))

@@ -132,11 +132,11 @@ func (s *Server) dispatch(m *Message, targets []target, from *conn, extra []Stor
 		t := &targets[i]
 		o := outMsg{msg: m, qos: t.qos, retain: t.retain, subIDs: t.subIDs, share: t.share}
 		op, write, ok := t.sess.prepare(&o)
+		if write {
+			ops = append(ops, op) // also for a delivery held back (importing)
+		}
 		if !ok {
 			continue
-		}
-		if write {
-			ops = append(ops, op)
 		}
 		preps = append(preps, prepared{sess: t.sess, o: o})
 	}

@@ -64,7 +64,9 @@ type session struct {
 	importing     bool
 	imported      chan struct{} // closed when importing ends (nil: not importing)
 	pending       []outMsg
+	pendingSeq    uint64 // store sequences of pending messages count from pendingSeqBase
 	moving        bool
+	firstStep     msgSet // the messages the first step of its move carried
 	moveTimer     *time.Timer
 	dropOps       []StoreOp
 	// arrived names, for arrivedWindow after the session arrived from
@@ -118,12 +120,14 @@ func (ss *session) stored() bool { return ss.persistent && ss.srv.store != nil }
 // and a restart resends with the same id (which keeps QoS 2 exactly once),
 // and the store sequence; other sessions get their id when the message is
 // sent, so their queues are not bounded by the id space. It returns the store write that must
-// be durable before place. ok is false when the message is not delivered.
+// be durable before place. ok is false when the message is not placed now:
+// not delivered at all, or held back while the session arrives from another
+// node, which still has its store write.
 func (ss *session) prepare(o *outMsg) (op StoreOp, write, ok bool) {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	op, ok = ss.prepareLocked(o)
-	return op, ok && op.Kind != 0, ok
+	return op, op.Kind != 0, ok
 }
 
 func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
@@ -131,8 +135,19 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 		return StoreOp{}, false
 	}
 	if ss.importing {
+		// Held back, but as durable as any delivery before the publisher
+		// is acknowledged: a node killed while a session arrives loses
+		// none of them. They are stored apart, after anything the move
+		// brings (pendingSeqBase), and take their place in the queue when
+		// the move ends (releasePending).
+		var op StoreOp
+		if o.qos > 0 && ss.stored() {
+			ss.pendingSeq++
+			o.seq, o.packetID = pendingSeqBase+ss.pendingSeq, 0
+			op = StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()}
+		}
 		ss.pending = append(ss.pending, *o)
-		return StoreOp{}, false
+		return op, false
 	}
 	if ss.arrived != nil && !ss.arrivedOnce(o.msg) {
 		return StoreOp{}, false
@@ -157,11 +172,11 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 // holds mu.
 func (ss *session) deliverLocked(o outMsg, ops []StoreOp) ([]StoreOp, *conn) {
 	op, ok := ss.prepareLocked(&o)
-	if !ok {
-		return ops, nil
-	}
 	if op.Kind != 0 {
 		ops = append(ops, op)
+	}
+	if !ok {
+		return ops, nil
 	}
 	return ops, ss.placeLocked(o)
 }

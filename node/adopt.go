@@ -242,3 +242,27 @@ func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery) []bro
 	}
 	return failed
 }
+
+// HandOnRest hands on to the session's owner the messages a session
+// collected here after it left for a node that never finished the move
+// (broker.SessionCluster): that node died, or lost the session to another
+// claim, before it asked for them.
+func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord) {
+	b := n.brk.Load()
+	cur, ok := n.fsm.Session(clientID)
+	if b == nil || !ok || cur.Owner == "" {
+		n.log.Warn("rest of a moved session dropped: the cluster records no owner", "client_id", clientID, "messages", len(rec.Messages))
+		return
+	}
+	n.globalize(rec)
+	ds, _ := broker.HandOnDeliveries(rec)
+	if len(ds) == 0 {
+		return
+	}
+	n.startHandingOn(clientID)
+	n.wg.Add(1)
+	go func() {
+		n.deliverHandedOn(b, clientID, cur.Owner, ds)
+		n.doneHandingOn(clientID)
+	}()
+}

@@ -37,8 +37,14 @@ func startBroker(t *testing.T, nd *Node) string {
 // startBrokerWith is startBroker with opts (nd as its cluster).
 func startBrokerWith(t *testing.T, nd *Node, opts broker.Options) (string, *broker.Server) {
 	t.Helper()
+	return startBrokerConfig(t, nd, broker.DefaultConfig(), opts)
+}
+
+// startBrokerConfig is startBrokerWith with a broker configuration.
+func startBrokerConfig(t *testing.T, nd *Node, cfg broker.Config, opts broker.Options) (string, *broker.Server) {
+	t.Helper()
 	opts.Cluster = nd
-	srv, err := broker.New(broker.DefaultConfig(), opts)
+	srv, err := broker.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,20 +470,25 @@ func assertV311RetainedRefused(t *testing.T, addr string) {
 // meanwhile. The client, reconnected to the new owner before the node is
 // back, gets nothing newer first: each publisher's messages in order
 // ([MQTT-4.6.0-6]), across the move.
+// storedBroker runs on nd a broker whose store is dir/sessions.db, in place
+// of the one it had: started again on the same dir, it restores what the
+// previous one stored.
+func storedBroker(t *testing.T, nd *Node, dir string) (string, *broker.Server) {
+	t.Helper()
+	st, err := store.Open(filepath.Join(dir, "sessions.db"), store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() }) // after the broker's Close (cleanups run last first)
+	return startBrokerWith(t, nd, broker.Options{Store: st})
+}
+
 func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
 	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.SessionHold = 30 * time.Second })
 	dir := t.TempDir()
-	storedBroker := func() (string, *broker.Server) {
-		st, err := store.Open(filepath.Join(dir, "sessions.db"), store.Options{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { st.Close() }) // after the broker's Close (cleanups run last first)
-		return startBrokerWith(t, c.nodes[2], broker.Options{Store: st})
-	}
 	// Node 2 runs a broker with a store (the one startBrokers gave it is
 	// replaced).
-	addr2, srv2 := storedBroker()
+	addr2, srv2 := storedBroker(t, c.nodes[2], dir)
 	dev := offlineSession(t, addr2, "restored", "restored/#", 1)
 	pub := dial(t, addrs[0], "restored-pub")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -526,7 +537,7 @@ func TestRestartHandsOnRestoredSessionsThatMoved(t *testing.T) {
 	// It comes back on its data directory, catches up, and hands the
 	// queue on.
 	c.restart(2)
-	storedBroker()
+	storedBroker(t, c.nodes[2], dir)
 	waitDeliveries(t, dev, "s", 20)
 	eventually(t, 10*time.Second, func() error {
 		if s, _ := c.nodes[0].FSM().Session("restored"); len(s.Holders) != 0 {

@@ -534,6 +534,100 @@ func TestSlowMoveFinishesInBackground(t *testing.T) {
 	b.disconnect()
 }
 
+// Messages published while a session arrives on a node (its previous node
+// slow to hand over the rest) are held back there until the rest comes,
+// and acknowledged to their publishers only once stored: the node's broker
+// stopped and started again on its store delivers them (jepsen-lite: a
+// node killed during a slow move lost the acknowledged messages it held
+// back).
+func TestHeldBackDeliveriesSurviveARestart(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dir := t.TempDir()
+	addr1, srv1 := storedBroker(t, c.nodes[1], dir)
+	finishDelay.Store(int64(20 * time.Second)) // the rest does not come within this test
+	t.Cleanup(func() { finishDelay.Store(0) })
+	dev := offlineSession(t, addrs[0], "held-back", "held/#", 1)
+	rawConnect(t, addr1, "held-back", dev, false, 600)
+	waitOwner(t, c, "held-back", "node-1")
+	eventually(t, 10*time.Second, func() error {
+		for _, r := range c.nodes[2].FSM().RoutesOf("node-1") {
+			if r.Filter == "held/#" {
+				return nil
+			}
+		}
+		return fmt.Errorf("node-1 does not route held/# yet")
+	})
+	pub := dial(t, addrs[2], "held-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 10 {
+		resp, err := pub.Publish(ctx, &paho.Publish{Topic: "held/x", QoS: 1, Payload: []byte(fmt.Sprintf("h-%04d", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ReasonCode >= 0x80 {
+			t.Fatalf("publish %d: PUBACK %#x", i, resp.ReasonCode)
+		}
+	}
+	if got, _ := dev.deliveries(); len(got) != 0 {
+		t.Fatalf("delivered before the rest of the session came: %v", got)
+	}
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv1.Close(closeCtx)
+	cancelClose()
+	addr1, _ = storedBroker(t, c.nodes[1], dir)
+	_, ack := rawConnect(t, addr1, "held-back", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "h", 10)
+}
+
+// A session moves from node 0 to node 1, and node 1 dies before it asks
+// node 0 for the rest of the session: what node 0 collected for it
+// meanwhile goes, once the move times out, to the node that owns the
+// session then (jepsen-lite: the rest of a move whose new node was killed
+// was dropped with the moved session).
+func TestRestOfAMoveGoesToTheOwnerWhenTheNewNodeDies(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	cfg := broker.DefaultConfig()
+	cfg.MoveTimeout = 10 * time.Second // past the CONNACK on node 1 (its cluster timeout) and the publishes
+	addr0, _ := startBrokerConfig(t, c.nodes[0], cfg, broker.Options{})
+	finishDelay.Store(int64(20 * time.Second)) // node 1 never gets the rest
+	t.Cleanup(func() { finishDelay.Store(0) })
+	dev := offlineSession(t, addr0, "rest", "rest/#", 1)
+	rawConnect(t, addrs[1], "rest", dev, false, 600)
+	waitOwner(t, c, "rest", "node-1")
+	eventually(t, 10*time.Second, func() error {
+		for _, r := range c.nodes[2].FSM().RoutesOf("node-1") {
+			if r.Filter == "rest/#" {
+				return nil
+			}
+		}
+		return fmt.Errorf("node-1 does not route rest/# yet")
+	})
+	// Published now: to node 1, which holds it back until the rest of the
+	// session comes, and to node 0, which collects it for the session.
+	pub := dial(t, addrs[2], "rest-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "rest/x", QoS: 1, Payload: []byte(fmt.Sprintf("r-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv1 := c.nodes[1].brk.Load()
+	c.kill(1)
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv1.Close(closeCtx)
+	cancelClose()
+	_, ack := rawConnect(t, addrs[2], "rest", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "r", 5)
+}
+
 // The first step of a move never reaches the previous node (cut off just
 // then), the second does: that node hands the session over whole with its
 // answer, so what it had queued reaches the client before what is
