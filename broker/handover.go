@@ -237,6 +237,11 @@ func (s *Server) finishLater(ss *session, finish func(context.Context) (*Session
 			s.importRecord(ss, tail, seen, false)
 			break
 		}
+		if errors.Is(err, ErrPreviousNodeDown) {
+			s.log.Warn("session takeover given up: its previous node is down; what it holds comes when it is back",
+				"client_id", ss.id, "err", err)
+			break
+		}
 		if time.Now().After(deadline) {
 			s.log.Warn("session takeover given up: messages that reached the previous node meanwhile stay there",
 				"client_id", ss.id, "err", err)
@@ -494,6 +499,12 @@ func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
 	ss.mu.Unlock()
 	return rec, true
 }
+
+// ErrPreviousNodeDown is what a SessionTransfer's Finish returns when the
+// node the session comes from is down: the session does not wait for it
+// (its new deliveries go out), and what that node holds comes by a hand-on
+// once it is back.
+var ErrPreviousNodeDown = errors.New("broker: the node the session comes from is down")
 
 // ErrMoveInProgress is FinishHandOver's answer while the session is still
 // arriving here from a third node: ask again later.

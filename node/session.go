@@ -117,6 +117,11 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	}
 	finish := func(ctx context.Context) (*broker.SessionRecord, error) {
 		state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch, Finish: true})
+		if err != nil && n.outOfReach(from) {
+			// Waiting for it would hold the session's deliveries back
+			// until it is back; it hands on what it holds then.
+			return nil, fmt.Errorf("%w: %s: %v", broker.ErrPreviousNodeDown, from, err)
+		}
 		if err != nil || len(state) == 0 {
 			return nil, err
 		}

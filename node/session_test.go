@@ -628,6 +628,40 @@ func TestRestOfAMoveGoesToTheOwnerWhenTheNewNodeDies(t *testing.T) {
 	waitDeliveries(t, dev, "r", 5)
 }
 
+// A client reconnects to node 1 just after node 0, which held its session,
+// was killed: the move cannot finish, but once the cluster records node 0
+// as down the session stops waiting for it, and what is published now is
+// delivered at once, not held back until the move times out.
+func TestMoveFromADeadNodeDoesNotHoldDeliveries(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	victim, next := 0, 1
+	if c.leader(5*time.Second) == c.nodes[0] {
+		victim, next = 1, 0
+	}
+	victimID := c.nodes[victim].ID()
+	dev := offlineSession(t, addrs[victim], "orphan", "orphan/#", 1)
+	srv := c.nodes[victim].brk.Load()
+	c.kill(victim)
+	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
+	srv.Close(closeCtx)
+	cancelClose()
+	rawConnect(t, addrs[next], "orphan", dev, false, 600)
+	waitNoRoutes(t, c.nodes[2].FSM(), victimID)
+	pub := dial(t, addrs[2], "orphan-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	start := time.Now()
+	for i := range 5 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "orphan/x", QoS: 1, Payload: []byte(fmt.Sprintf("o-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitDeliveries(t, dev, "o", 5)
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("delivered %v after publishing: held back for the dead node", d)
+	}
+}
+
 // The first step of a move never reaches the previous node (cut off just
 // then), the second does: that node hands the session over whole with its
 // answer, so what it had queued reaches the client before what is
