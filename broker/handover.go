@@ -147,6 +147,11 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	if rec == nil {
 		rec = &SessionRecord{ClientID: cp.ClientID}
 	}
+	// What the client was delivered through the previous nodes is known
+	// before the session can take a message: a node handing on its stale
+	// copy of the session may reach it before its record is imported.
+	seen := make(msgSet)
+	s.remember(rec, seen)
 	ss := newSession(s, cp.ClientID)
 	ss.persistent, ss.expiry, ss.version = persistent, expiry, cp.Version
 	ss.importing = true
@@ -173,7 +178,6 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 		s.commitOps([]StoreOp{op}, true)
 	}
 	s.installSubscriptions(ss, rec)
-	seen := make(msgSet)
 	s.importRecord(ss, rec, seen, true)
 	if tr.Finish == nil {
 		s.releasePending(ss, seen)
