@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Hand-on: a node cut off from the cluster (a partition, a pause) may
@@ -92,6 +93,13 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 		return nil
 	}
 	ss.mu.Lock()
+	// The same messages may still come the usual way, forwarded by nodes
+	// that route to this one: the session meets them once, by (node, id),
+	// for arrivedWindow from now (arrivedOnce).
+	if ss.arrived == nil {
+		ss.arrived = make(msgSet)
+	}
+	ss.arrivedUntil = time.Now().Add(arrivedWindow)
 	held := make(msgSet)
 	for i := range ss.inflight {
 		held.add(ss.inflight[i].msg)

@@ -288,6 +288,41 @@ func TestFiredWillReachesAMovedSessionOnce(t *testing.T) {
 	w.disconnect()
 }
 
+// A node that let a session go passes on, for a while, the messages that
+// reach it for the session; the session's node meets each of them once
+// even when it also gets them forwarded, and when the session did not
+// arrive lately (here it never moved: the stub on node 0 is what a node
+// restarted with a stale copy of it sets up).
+func TestPassedOnCopyOfAForwardedMessageIsDeliveredOnce(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[1], "settled", dev, true, 600)
+	a.subscribe("settled/#", 2)
+	eventually(t, 10*time.Second, func() error {
+		for _, r := range c.nodes[0].FSM().RoutesOf("node-1") {
+			if r.Filter == "settled/#" {
+				return nil
+			}
+		}
+		return fmt.Errorf("node-1 does not route settled/# yet")
+	})
+	b0 := c.nodes[0].brk.Load()
+	b0.PassOnFor("settled", "node-1", []broker.Subscription{{Filter: "settled/#", Real: "settled/#", Opts: packet.SubOptions{QoS: 2}}}, 30*time.Second)
+	pub := dial(t, addrs[0], "settled-pub")
+	publishN(t, pub, "settled", "p", 0, 3)
+	waitDeliveries(t, dev, "p", 3)
+	if n := b0.Stats().PassedOn.Load(); n < 3 {
+		t.Errorf("node 0 passed on %d messages, want at least 3 (the case under test)", n)
+	}
+	time.Sleep(500 * time.Millisecond) // a second copy would be on its way
+	got, _ := dev.deliveries()
+	for i := range 3 {
+		if p := fmt.Sprintf("p-%04d", i); got[p] != 1 {
+			t.Errorf("%s delivered %d times, want once (QoS 2: exactly once)", p, got[p])
+		}
+	}
+}
+
 // rawConnectWithWill connects a 5.0 device with a will on willTopic
 // (payload "gone", QoS 1) delayed by delay seconds.
 func rawConnectWithWill(t *testing.T, addr, id string, dev *deviceState, willTopic string, delay uint32) (*rawConn, *packet.Connack) {
