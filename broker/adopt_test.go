@@ -2,7 +2,9 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -59,16 +61,19 @@ func TestArrivingSessionSkipsWhatItsClientHad(t *testing.T) {
 	mc := &moveCluster{record: SessionRecord{ClientID: "mover", Version: byte(packet.V5), Expiry: 600,
 		Subscriptions: []Subscription{{Filter: "m/#", Real: "m/#", Opts: packet.SubOptions{QoS: 2}}},
 		Delivered:     []MessageRef{had}}}
-	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
 	stale := func(id uint64, payload string) []SessionDelivery {
 		return []SessionDelivery{{Msg: &Message{Topic: "m/x", Payload: []byte(payload), QoS: 2, Node: "node-9", ID: id}, QoS: 2}}
 	}
+	// The hook runs on the connection's goroutine, once the server runs.
+	var running atomic.Pointer[testServer]
 	handedOn := make(chan error, 1)
 	mc.onRoute = func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		handedOn <- srv.DeliverToSession(ctx, "mover", stale(had.ID, "already had"))
+		handedOn <- running.Load().DeliverToSession(ctx, "mover", stale(had.ID, "already had"))
 	}
+	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
+	running.Store(srv)
 	expiry := uint32(600)
 	c := dialV5(t, srv.addr, "mover", func(cp *paho.Connect, _ *paho.ClientConfig) {
 		cp.CleanStart = false
@@ -87,4 +92,57 @@ func TestArrivingSessionSkipsWhatItsClientHad(t *testing.T) {
 		t.Fatalf("got %q first; the client had %v already (QoS 2: exactly once)", m.Payload, had)
 	}
 	c.expectNone(t, 300*time.Millisecond)
+}
+
+// A session's queued messages go with it to another node; when they come
+// back here later by a hand-on (the session moved on again, and back), they
+// are delivered: handing a message over is not delivering it (jepsen-lite:
+// 585 messages of one subscriber handed back to a node they had left
+// undelivered, and skipped there as delivered).
+func TestMessagesHandedBackAfterAMoveAreDelivered(t *testing.T) {
+	mc := &moveCluster{record: SessionRecord{ClientID: "back", Version: byte(packet.V5), Expiry: 600,
+		Subscriptions: []Subscription{{Filter: "b/#", Real: "b/#", Opts: packet.SubOptions{QoS: 1}}}}}
+	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
+	expiry := uint32(600)
+	resume := func(cp *paho.Connect, _ *paho.ClientConfig) {
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	c := dialV5(t, srv.addr, "back", resume)
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]SessionDelivery, 3)
+	for i := range msgs {
+		msgs[i] = SessionDelivery{Msg: &Message{Topic: "b/x", Payload: []byte(fmt.Sprintf("b-%d", i)), QoS: 1, Node: "node-9", ID: uint64(10 + i)}, QoS: 1}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	eventually(t, 5*time.Second, func() error {
+		if srv.sessionOf("back") == nil || srv.sessionOf("back").online() {
+			return fmt.Errorf("session not offline yet")
+		}
+		return nil
+	})
+	if err := srv.DeliverToSession(ctx, "back", msgs); err != nil {
+		t.Fatal(err)
+	}
+	// The session moves to another node, queue and all.
+	rec, ok := srv.HandOver("back")
+	if !ok || len(rec.Messages) != 3 {
+		t.Fatalf("handed over %v, %d messages; want the session with 3", ok, len(rec.Messages))
+	}
+	if _, err := srv.FinishHandOver("back"); err != nil {
+		t.Fatal(err)
+	}
+	// It comes back, and the messages follow by a hand-on.
+	c = dialV5(t, srv.addr, "back", resume)
+	if err := srv.DeliverToSession(ctx, "back", msgs); err != nil {
+		t.Fatal(err)
+	}
+	for i := range msgs {
+		if m := c.expect(t); string(m.Payload) != fmt.Sprintf("b-%d", i) {
+			t.Fatalf("message %d: got %q", i, m.Payload)
+		}
+	}
 }

@@ -89,7 +89,10 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 			if sc := s.sessionCluster(); sc != nil {
 				s.passOnSession(sc, owner, clientID, ds)
 			}
+			return nil
 		}
+		s.stats.PassOnFailures.Add(int64(len(ds)))
+		s.log.Warn("handed-on messages for a session this node does not hold; dropped", "client_id", clientID, "messages", len(ds))
 		return nil
 	}
 	ss.mu.Lock()

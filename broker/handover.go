@@ -615,6 +615,10 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 	}
 	rec.Delivered = ss.srv.recent.of(ss.id)
 	if empty {
+		// What was sent may have reached the client: remembered as
+		// delivered here. What was only queued was not: should it come
+		// back to this node (a hand-on, after another move), it is
+		// delivered.
 		for i := range ss.inflight {
 			ss.retire(&ss.inflight[i])
 		}
@@ -622,7 +626,11 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 		ss.inflight = ss.inflight[:0]
 		for ss.queue.len() > 0 {
 			o := ss.queue.pop()
-			ss.retire(&o)
+			if o.dup {
+				ss.retire(&o)
+			} else {
+				ss.discard(&o)
+			}
 		}
 		clear(ss.pending)
 		ss.pending = nil

@@ -283,14 +283,22 @@ func (ss *session) markID(id uint16) {
 	ss.usedIDs[id>>6] |= 1 << (id & 63)
 }
 
-// retire frees the packet id of a delivery whose flow ended and queues the
-// deletion of its stored record. Caller holds mu.
+// retire ends the flow of a delivery its client acknowledged: the message
+// is remembered as delivered (a hand-on does not bring it again), its
+// packet id freed and its stored record deleted. Caller holds mu.
 func (ss *session) retire(o *outMsg) {
-	if id := o.packetID; id != 0 && ss.usedIDs != nil {
-		ss.usedIDs[id>>6] &^= 1 << (id & 63)
-	}
 	if ss.persistent && ss.srv.cluster != nil && o.qos > 0 {
 		ss.srv.recent.add(ss.id, o.msg)
+	}
+	ss.discard(o)
+}
+
+// discard lets go of a message that did not reach the client here (handed
+// to another node, dropped from a full queue, expired): its packet id is
+// freed and its stored record deleted. Caller holds mu.
+func (ss *session) discard(o *outMsg) {
+	if id := o.packetID; id != 0 && ss.usedIDs != nil {
+		ss.usedIDs[id>>6] &^= 1 << (id & 63)
 	}
 	if o.seq != 0 {
 		ss.trash = append(ss.trash, o.seq)
@@ -310,11 +318,11 @@ func (ss *session) push(o outMsg) {
 	for ss.queue.len() > 0 && (ss.queue.len() >= limit || ss.queue.bytes+n > cfg.QueueBytes) {
 		ss.srv.stats.DroppedQueueFull.Add(1)
 		if !cfg.DropOldest {
-			ss.retire(&o)
+			ss.discard(&o)
 			return
 		}
 		old := ss.queue.pop()
-		ss.retire(&old)
+		ss.discard(&old)
 	}
 	ss.queue.push(o)
 }
@@ -330,7 +338,7 @@ func (ss *session) refill() {
 		o := ss.queue.pop()
 		if o.msg.expired(now) {
 			ss.srv.stats.DroppedExpired.Add(1)
-			ss.retire(&o)
+			ss.discard(&o)
 			continue
 		}
 		if o.qos == 0 {
@@ -405,7 +413,7 @@ func (ss *session) resume(c *conn) {
 	for _, o := range ss.inflight {
 		if o.state == statePublish && o.msg.expired(now) && ss.version == packet.V5 {
 			ss.srv.stats.DroppedExpired.Add(1)
-			ss.retire(&o)
+			ss.discard(&o)
 			continue
 		}
 		kept = append(kept, o)
