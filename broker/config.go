@@ -146,6 +146,7 @@ func DefaultConfig() Config {
 		SharedStrategy:          ShareRoundRobin,
 		MaxConnections:          100000,
 		ClusterTimeout:          5 * time.Second,
+		MoveTimeout:             time.Minute,
 		SysInterval:             10 * time.Second,
 	}
 }

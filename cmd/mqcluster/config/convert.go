@@ -82,7 +82,7 @@ func (c *Config) BrokerConfig() broker.Config {
 	b.WildcardSubscriptions, b.SubscriptionIdentifiers, b.SharedSubscriptions = m.WildcardSubscriptions, m.SubscriptionIdentifiers, m.SharedSubscriptions
 	b.SharedStrategy = broker.SharedStrategy(m.SharedStrategy)
 	b.ServerReference, b.ResponseInformation, b.SysInterval = m.ServerReference, m.ResponseInformation, m.SysInterval
-	b.ClusterTimeout = c.Cluster.Timeout
+	b.ClusterTimeout, b.MoveTimeout = c.Cluster.Timeout, c.Cluster.MoveTimeout
 	return b
 }
 
