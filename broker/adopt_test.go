@@ -20,6 +20,8 @@ type moveCluster struct {
 	record  SessionRecord
 	onRoute func()
 	once    sync.Once
+	mu      sync.Mutex
+	passed  []string // owner/client id/payload of each PassOn
 }
 
 func (c *moveCluster) SetRoute(ctx context.Context, filter string, members int) error {
@@ -39,6 +41,9 @@ func (c *moveCluster) SetSubscriptions(string, uint64, []Subscription) {}
 func (c *moveCluster) ClaimWill(id string, publish func(ok bool))      { publish(true) }
 func (c *moveCluster) HandOnRest(string, *SessionRecord)               {}
 func (c *moveCluster) PassOn(owner, clientID string, d SessionDelivery, done func(error)) {
+	c.mu.Lock()
+	c.passed = append(c.passed, owner+"/"+clientID+"/"+string(d.Msg.Payload))
+	c.mu.Unlock()
 	done(nil)
 }
 
@@ -144,5 +149,37 @@ func TestMessagesHandedBackAfterAMoveAreDelivered(t *testing.T) {
 		if m := c.expect(t); string(m.Payload) != fmt.Sprintf("b-%d", i) {
 			t.Fatalf("message %d: got %q", i, m.Payload)
 		}
+	}
+}
+
+// The node a session leaves passes on what reaches it for the session from
+// the moment the session is gone, not a moment later: a forwarded message
+// arriving in between would find no subscriber and be acknowledged for
+// no one (jepsen-lite: messages acknowledged just as their subscriber
+// moved, lost).
+func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
+	mc := &moveCluster{record: SessionRecord{ClientID: "leaver", Version: byte(packet.V5), Expiry: 600,
+		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
+	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
+	expiry := uint32(600)
+	dialV5(t, srv.addr, "leaver", func(cp *paho.Connect, _ *paho.ClientConfig) {
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	})
+	if _, ok := srv.HandOver("leaver"); !ok {
+		t.Fatal("no session handed over")
+	}
+	if _, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.DeliverForwarded(ctx, &Message{Topic: "l/x", Payload: []byte("late"), QoS: 1, Node: "node-5", ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	mc.mu.Lock()
+	defer mc.mu.Unlock()
+	if len(mc.passed) != 1 || mc.passed[0] != "node-7/leaver/late" {
+		t.Fatalf("passed on %v, want [node-7/leaver/late]", mc.passed)
 	}
 }

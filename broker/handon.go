@@ -54,8 +54,9 @@ func HandOnDeliveries(rec *SessionRecord) ([]SessionDelivery, int) {
 
 // Surrender ends the offline session of clientID here without publishing
 // its will and returns everything it held, for its owner elsewhere; false
-// when there is no such session, or it is connected or moving.
-func (s *Server) Surrender(clientID string) (*SessionRecord, bool) {
+// when there is no such session, or it is connected or moving. Messages
+// that reach this node for it during keep go on to owner (PassOnFor).
+func (s *Server) Surrender(clientID, owner string, keep time.Duration) (*SessionRecord, bool) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	if ss == nil {
@@ -70,6 +71,10 @@ func (s *Server) Surrender(clientID string) (*SessionRecord, bool) {
 	}
 	rec := ss.exportLocked(true)
 	s.cancelPendingWillLocked(ss)
+	if owner != "" {
+		// From the moment it leaves (FinishHandOverTo).
+		s.PassOnFor(clientID, owner, rec.Subscriptions, keep)
+	}
 	s.dropLocked(ss)
 	ss.mu.Unlock()
 	s.mu.Unlock()

@@ -519,6 +519,14 @@ var ErrMoveInProgress = errors.New("broker: the session is still arriving from a
 // owner meets the repeated messages once, by their ids); nil when there is
 // none.
 func (s *Server) FinishHandOver(clientID string) (*SessionRecord, error) {
+	return s.FinishHandOverTo(clientID, "", 0)
+}
+
+// FinishHandOverTo is FinishHandOver for a session that moved to owner: the
+// messages that reach this node for it during keep are passed on there
+// (PassOnFor), from the moment it leaves, so that none finds it gone and
+// no one to take it in between.
+func (s *Server) FinishHandOverTo(clientID, owner string, keep time.Duration) (*SessionRecord, error) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	if ss == nil || !ss.moving {
@@ -548,6 +556,9 @@ func (s *Server) FinishHandOver(clientID string) (*SessionRecord, error) {
 	if ss.moveTimer != nil {
 		ss.moveTimer.Stop()
 		ss.moveTimer = nil
+	}
+	if owner != "" {
+		s.PassOnFor(clientID, owner, rec.Subscriptions, keep)
 	}
 	s.dropLocked(ss)
 	ss.mu.Unlock()

@@ -151,11 +151,10 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 // sends what it held to the session there (this node was cut off while
 // its client went elsewhere).
 func (n *Node) handOn(b *broker.Server, id, owner string) {
-	rec, ok := b.Surrender(id)
+	rec, ok := b.Surrender(id, owner, passOnTime)
 	if !ok {
 		return
 	}
-	b.PassOnFor(id, owner, rec.Subscriptions, passOnTime)
 	n.globalize(rec)
 	// A QoS 2 message that may have reached the client keeps its packet
 	// id, so that the owner sends it again as the same flow; one whose

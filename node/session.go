@@ -289,7 +289,7 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 				// this answer, to the owner the cluster records.
 				b.HandOver(id)
 			}
-			rec, err := b.FinishHandOver(id)
+			rec, err := b.FinishHandOverTo(id, req.GetNewOwner(), passOnTime)
 			if err == nil {
 				// What this node held of the session goes to the new
 				// owner with this answer.
@@ -298,7 +298,6 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 			if err != nil || rec == nil {
 				return nil, err
 			}
-			b.PassOnFor(id, req.GetNewOwner(), rec.Subscriptions, passOnTime)
 			s.n.globalize(rec)
 			return store.AppendTransfer(nil, rec), nil
 		})
