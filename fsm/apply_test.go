@@ -165,6 +165,21 @@ func TestUnknownOp(t *testing.T) {
 		h.idx = 2
 		h.must(routeSet("n2", "a", "", 1)) // and the FSM goes on
 	})
+	t.Run("empty ignorable is a read barrier", func(t *testing.T) {
+		h := newHarness(t)
+		h.must(routeSet("n1", "a", "", 1))
+		before := dump(t, h.f)
+		data, _ := Encode(&pb.Command{Ignorable: true})
+		if resp := h.f.Apply(&raft.Log{Index: 2, Type: raft.LogCommand, Data: data}); resp != nil {
+			t.Fatalf("response %v", resp)
+		}
+		if got := h.f.Stats(); got.Ignored != 0 || got.AppliedIndex != 2 || got.Halted {
+			t.Errorf("stats %+v: a barrier is applied, not counted as an op of a newer version", got)
+		}
+		if dump(t, h.f) != before {
+			t.Error("a barrier changed the state")
+		}
+	})
 	t.Run("not ignorable halts", func(t *testing.T) {
 		h := newHarness(t)
 		h.must(routeSet("n1", "a", "", 1))

@@ -212,7 +212,9 @@ func (f *FSM) Apply(l *raft.Log) any {
 	}
 	if !known {
 		if c.GetIgnorable() {
-			f.ignored.Add(1)
+			if fd != nil || len(c.ProtoReflect().GetUnknown()) > 0 {
+				f.ignored.Add(1) // an op of a newer version; an empty one is a read barrier
+			}
 			f.mu.Lock()
 			f.setApplied(l.Index)
 			f.mu.Unlock()

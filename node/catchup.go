@@ -5,6 +5,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/mqcluster/mqcluster/fsm"
+	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
 // waitCommitted waits until this node's state machine has applied every
@@ -74,4 +77,19 @@ func (n *Node) caughtUp() bool {
 		return id != ""
 	}
 	return n.fsm.AppliedIndex()+caughtUpSlack >= n.tr.PeerApplied(string(id))
+}
+
+// barrier returns once this replica has applied an entry it proposed, and
+// so every entry committed before it: what it reads then is at least as
+// new as anything the cluster had decided when barrier was called.
+func (n *Node) barrier(ctx context.Context) error {
+	cmd, err := fsm.Encode(&pb.Command{Ignorable: true})
+	if err != nil {
+		return err
+	}
+	idx, err := n.Propose(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	return n.fsm.WaitApplied(ctx, idx)
 }

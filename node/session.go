@@ -47,6 +47,17 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	}
 	cur, known = n.fsm.Session(req.ClientID)
 	expired := known && sessionExpired(cur, time.Now())
+	if !req.CleanStart && (!known || expired) {
+		// A session to resume that this replica does not have, or has as
+		// expired: it may be behind the cluster without knowing it (back
+		// from a partition, the index its leader last reported is old).
+		// Read again after an entry of its own has gone through the log.
+		if err := n.barrier(ctx); err != nil {
+			return nil, fmt.Errorf("claim session %q: %w", req.ClientID, err)
+		}
+		cur, known = n.fsm.Session(req.ClientID)
+		expired = known && sessionExpired(cur, time.Now())
+	}
 	if expired {
 		req.CleanStart = true
 	}
