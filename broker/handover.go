@@ -159,8 +159,17 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	ss.arrived, ss.arrivedUntil = make(msgSet), time.Now().Add(arrivedWindow)
 	s.mu.Lock()
 	old := s.sessions[cp.ClientID]
+	var stale *SessionRecord
 	if old != nil {
+		// A copy of the session this node kept while the session was
+		// elsewhere (cut off from the cluster then): what it collected
+		// meanwhile joins the arriving session below.
+		old.mu.Lock()
+		if !old.ended {
+			stale = old.exportLocked(true)
+		}
 		s.dropLocked(old)
+		old.mu.Unlock()
 	}
 	s.sessions[ss.id] = ss
 	s.mu.Unlock()
@@ -179,6 +188,13 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	}
 	s.installSubscriptions(ss, rec)
 	s.importRecord(ss, rec, seen, true)
+	if stale != nil && len(stale.Messages) > 0 {
+		// After what the move brought, less what the client had, as a
+		// hand-on (its QoS 2 flows in flight go on as the same flows).
+		ds, _ := HandOnDeliveries(stale)
+		s.log.Info("stale copy of an arriving session: its messages join the session", "client_id", ss.id, "messages", len(ds))
+		s.DeliverToSession(ctx, ss.id, ds)
+	}
 	if tr.Finish == nil {
 		s.releasePending(ss, seen)
 		return

@@ -782,6 +782,38 @@ func TestHandOnResendsQoS2InFlightAsTheSameFlow(t *testing.T) {
 	a.nc.Close()
 }
 
+// A node kept a copy of a session that moved on without it (it could not
+// be reached), and messages reached that copy meanwhile (forwarded by
+// nodes that still routed there); the client comes back to that node: the
+// session arriving from where it was joins what the copy collected, rather
+// than replacing it (jepsen-lite: 358 messages of one subscriber lost in a
+// bridge partition).
+func TestStaleCopyJoinsTheSessionComingBack(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := offlineSession(t, addrs[0], "comeback", "comeback/#", 1)
+	refuseTakeOver.Store(true)
+	b, _ := rawConnect(t, addrs[1], "comeback", dev, false, 600)
+	refuseTakeOver.Store(false)
+	waitOwner(t, c, "comeback", "node-1")
+	b.disconnect()
+	// What a node that still routes to node 0 forwards there now.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b0 := c.nodes[0].brk.Load()
+	for i := range 3 {
+		m := &broker.Message{Topic: "comeback/x", Payload: []byte(fmt.Sprintf("c-%04d", i)), QoS: 1, Node: "node-2", ID: uint64(200 + i)}
+		if err := b0.DeliverForwardedBatch(ctx, []*broker.Message{m}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, ack := rawConnect(t, addrs[0], "comeback", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "c", 3)
+	a.disconnect()
+}
+
 // A node that could not hand a session over when its client moved (it was
 // cut off) hands on what it had queued for it once the cluster records
 // another owner: the messages reach the client at its new node.
