@@ -190,9 +190,22 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	s.importRecord(ss, rec, seen, true)
 	if stale != nil && len(stale.Messages) > 0 {
 		// After what the move brought, less what the client had, as a
-		// hand-on (its QoS 2 flows in flight go on as the same flows).
-		ds, _ := HandOnDeliveries(stale)
-		s.log.Info("stale copy of an arriving session: its messages join the session", "client_id", ss.id, "messages", len(ds))
+		// hand-on. Only QoS 0 and 1: most of what the copy collected also
+		// reached the session where it was, and the delivery history the
+		// session brings covers only its last deliveredHistory messages;
+		// a QoS 1 message may come twice, a QoS 2 one must not.
+		all, _ := HandOnDeliveries(stale)
+		ds := all[:0]
+		for _, d := range all {
+			if d.QoS < 2 {
+				ds = append(ds, d)
+			}
+		}
+		if n := len(all) - len(ds); n > 0 {
+			s.stats.PassOnFailures.Add(int64(n))
+		}
+		s.log.Info("stale copy of an arriving session: its messages join the session", "client_id", ss.id,
+			"messages", len(ds), "qos2_dropped", len(all)-len(ds))
 		s.DeliverToSession(ctx, ss.id, ds)
 	}
 	if tr.Finish == nil {
