@@ -22,6 +22,8 @@ type moveCluster struct {
 	once    sync.Once
 	mu      sync.Mutex
 	passed  []string // owner/client id/payload of each PassOn
+	// finish, when set, is the Finish of the next claim only.
+	finish func(ctx context.Context) (*SessionRecord, error)
 }
 
 func (c *moveCluster) SetRoute(ctx context.Context, filter string, members int) error {
@@ -52,7 +54,11 @@ func (c *moveCluster) ClaimSession(ctx context.Context, req SessionClaim) (*Sess
 		return &SessionTransfer{Epoch: 1}, nil
 	}
 	rec := c.record
-	return &SessionTransfer{Epoch: 1, Record: &rec}, nil
+	c.mu.Lock()
+	finish := c.finish
+	c.finish = nil
+	c.mu.Unlock()
+	return &SessionTransfer{Epoch: 1, Record: &rec, Finish: finish}, nil
 }
 
 // A session arriving from another node knows what its client was
@@ -181,5 +187,47 @@ func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
 	defer mc.mu.Unlock()
 	if len(mc.passed) != 1 || mc.passed[0] != "node-7/leaver/late" {
 		t.Fatalf("passed on %v, want [node-7/leaver/late]", mc.passed)
+	}
+}
+
+// A client gives up on a CONNACK that waits for the rest of its session
+// (the node it comes from is paused), connects again and gets a new
+// session here; when the rest arrives at last, for the session it
+// replaced, it joins the new one (jepsen-lite, pause family: 230 messages
+// dropped as the rest of a session that had ended).
+func TestRestOfAReplacedSessionJoinsTheNewOne(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.ClusterTimeout = 200 * time.Millisecond // the CONNACK waits no longer for the rest
+	release := make(chan struct{})
+	rest := &SessionRecord{ClientID: "again", Version: byte(packet.V5), Expiry: 600,
+		Subscriptions: []Subscription{{Filter: "a/#", Real: "a/#", Opts: packet.SubOptions{QoS: 1}}}}
+	for i := range 3 {
+		rest.Messages = append(rest.Messages, StoredMessage{QoS: 1,
+			Msg: &Message{Topic: "a/x", Payload: []byte(fmt.Sprintf("a-%d", i)), QoS: 1, Node: "node-9", ID: uint64(30 + i)}})
+	}
+	mc := &moveCluster{record: SessionRecord{ClientID: "again", Version: byte(packet.V5), Expiry: 600,
+		Subscriptions: rest.Subscriptions}}
+	mc.finish = func(ctx context.Context) (*SessionRecord, error) {
+		select {
+		case <-release:
+			return rest, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	srv := startServer(t, &cfg, func(o *Options) { o.Cluster = mc })
+	expiry := uint32(600)
+	resume := func(cp *paho.Connect, _ *paho.ClientConfig) {
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	}
+	first := dialV5(t, srv.addr, "again", resume)
+	first.Disconnect(&paho.Disconnect{})
+	second := dialV5(t, srv.addr, "again", resume) // replaces the session still waiting for its rest
+	close(release)
+	for i := range 3 {
+		if m := second.expect(t); string(m.Payload) != fmt.Sprintf("a-%d", i) {
+			t.Fatalf("message %d: got %q", i, m.Payload)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -193,6 +194,16 @@ func (s *Server) passOnRecord(rec *SessionRecord) {
 	}
 	owner, ok := s.movedTo(rec.ClientID)
 	sc := s.sessionCluster()
+	if !ok && s.sessionOf(rec.ClientID) != nil {
+		// The session ended here for a newer one of the same client here
+		// (its client gave up waiting and connected again): the rest
+		// joins that one.
+		ds, _ := HandOnDeliveries(rec)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
+		defer cancel()
+		s.DeliverToSession(ctx, rec.ClientID, ds)
+		return
+	}
 	if !ok || sc == nil {
 		s.stats.PassOnFailures.Add(int64(len(rec.Messages)))
 		s.log.Warn("rest of a moved session arrived after it ended here; messages dropped",
