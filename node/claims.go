@@ -54,9 +54,24 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 	if !ok || s.Owner != n.cfg.NodeID {
 		return
 	}
+	now := time.Now()
+	if sessionExpired(s, now) {
+		// Past its expiry: the session is over, and what is handed on
+		// to it with it ([MQTT-4.1.0-2]); installing it would start its
+		// expiry again.
+		n.log.Info("handed-on messages for a session past its expiry; not installed", "client_id", clientID)
+		return
+	}
+	disconnected := now
+	if !s.Connected && s.DisconnectedAtUnixMs != 0 {
+		disconnected = time.UnixMilli(s.DisconnectedAtUnixMs) // its expiry runs from then
+	}
 	n.log.Info("session this node was recorded to own installed for messages handed on to it", "client_id", clientID, "epoch", s.Epoch)
 	b.AdoptOffline(&broker.SessionRecord{ClientID: clientID, Expiry: s.ExpirySeconds,
-		DisconnectedAt: time.Now().UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch,
+		DisconnectedAt: disconnected.UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch,
 		n.holdWorthy(s.Holders, ""))
-	n.ReleaseSession(clientID, s.Epoch, s.ExpirySeconds)
+	if s.Connected {
+		// The connection that claimed it here is gone.
+		n.ReleaseSession(clientID, s.Epoch, s.ExpirySeconds)
+	}
 }

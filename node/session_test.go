@@ -1038,6 +1038,56 @@ func TestHandOnToAnEmptyOwnerKeepsTheMessages(t *testing.T) {
 	b.disconnect()
 }
 
+// Messages handed on to a session after its expiry interval passed do not
+// bring it back on the node the cluster recorded as its owner: installing
+// it there started its expiry again, and its client then resumed a session
+// that had lost what reached it meanwhile elsewhere (jepsen-lite: the 8 s
+// subscriber resumed 12 s after its DISCONNECT, 651 messages short).
+func TestHandOnDoesNotReviveAnExpiredSession(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "revive-pub")
+	dev := offlineSession(t, addrs[0], "revive", "revive/#", 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for i := range 3 { // queued on node 0
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "revive/x", QoS: 1, Payload: []byte(fmt.Sprintf("r-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The cluster records node 1 as the owner, released 10 s ago with a
+	// 2 s expiry: expired; node 1 holds nothing of it.
+	epoch := c.nodes[1].FSM().NextEpoch()
+	expiry := uint32(2)
+	for _, cmd := range []*pb.Command{
+		{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{ClientId: "revive", NodeId: "node-1", Epoch: epoch, ExpirySeconds: 2}}},
+		{Op: &pb.Command_SessionRelease{SessionRelease: &pb.SessionRelease{ClientId: "revive", Epoch: epoch,
+			DisconnectedAtUnixMs: time.Now().Add(-10 * time.Second).UnixMilli(), ExpirySeconds: &expiry}}},
+	} {
+		b, err := fsm.Encode(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.nodes[1].Propose(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Node 0 hands its copy on to node 1 (after foreignGrace).
+	eventually(t, 15*time.Second, func() error {
+		if c.nodes[0].brk.Load().HasSession("revive") {
+			return fmt.Errorf("node 0 still holds the session")
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	if c.nodes[1].brk.Load().HasSession("revive") {
+		t.Error("node 1 installed a session past its expiry")
+	}
+	_, ack := rawConnect(t, addrs[1], "revive", dev, false, 600)
+	if ack.SessionPresent {
+		t.Error("CONNACK: session present 1 for a session past its expiry, want 0 ([MQTT-4.1.0-2])")
+	}
+}
+
 // The cluster's record of an offline session outlives it until its node
 // records the end; a client that comes back after the expiry interval gets
 // a new session, with session present 0, even where the record is still
