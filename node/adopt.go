@@ -166,12 +166,21 @@ func (n *Node) handOn(b *broker.Server, id, owner string) {
 		n.handedOn(id)
 		return
 	}
+	n.sendOn(b, id, owner, ds, func() { n.handedOn(id) })
+}
+
+// sendOn delivers ds to the session of id at owner in the background
+// (deliverHandedOn), while the node counts as handing it on, and then
+// runs then (nil: nothing).
+func (n *Node) sendOn(b *broker.Server, id, owner string, ds []broker.SessionDelivery, then func()) {
 	n.startHandingOn(id)
 	n.wg.Add(1)
 	go func() {
 		n.deliverHandedOn(b, id, owner, ds)
 		n.doneHandingOn(id)
-		n.handedOn(id)
+		if then != nil {
+			then()
+		}
 	}()
 }
 
@@ -254,14 +263,7 @@ func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord) {
 		return
 	}
 	n.globalize(rec)
-	ds, _ := broker.HandOnDeliveries(rec)
-	if len(ds) == 0 {
-		return
+	if ds, _ := broker.HandOnDeliveries(rec); len(ds) > 0 {
+		n.sendOn(b, clientID, cur.Owner, ds, nil)
 	}
-	n.startHandingOn(clientID)
-	n.wg.Add(1)
-	go func() {
-		n.deliverHandedOn(b, clientID, cur.Owner, ds)
-		n.doneHandingOn(clientID)
-	}()
 }

@@ -83,13 +83,20 @@ func (n *Node) caughtUp() bool {
 // so every entry committed before it: what it reads then is at least as
 // new as anything the cluster had decided when barrier was called.
 func (n *Node) barrier(ctx context.Context) error {
-	cmd, err := fsm.Encode(&pb.Command{Ignorable: true})
+	_, err := n.proposeApplied(ctx, &pb.Command{Ignorable: true})
+	return err
+}
+
+// proposeApplied proposes cmd and returns its log index once this replica
+// has applied it.
+func (n *Node) proposeApplied(ctx context.Context, cmd *pb.Command) (uint64, error) {
+	b, err := fsm.Encode(cmd)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	idx, err := n.Propose(ctx, cmd)
+	idx, err := n.Propose(ctx, b)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	return n.fsm.WaitApplied(ctx, idx)
+	return idx, n.fsm.WaitApplied(ctx, idx)
 }

@@ -46,16 +46,9 @@ func (n *Node) SetShareRoute(ctx context.Context, filter, group string, members 
 }
 
 func (n *Node) setRoute(ctx context.Context, filter, group string, members int) error {
-	cmd, err := fsm.Encode(&pb.Command{Op: &pb.Command_RouteSet{RouteSet: &pb.RouteSet{
+	idx, err := n.proposeApplied(ctx, &pb.Command{Op: &pb.Command_RouteSet{RouteSet: &pb.RouteSet{
 		NodeId: n.cfg.NodeID, Filter: filter, Group: group, Members: uint32(members)}}})
 	if err != nil {
-		return err
-	}
-	idx, err := n.Propose(ctx, cmd)
-	if err != nil {
-		return err
-	}
-	if err := n.fsm.WaitApplied(ctx, idx); err != nil {
 		return err
 	}
 	for _, peer := range n.peerIDs() {
@@ -430,15 +423,8 @@ func (n *Node) Retain(ctx context.Context, m *broker.Message) error {
 		}
 		cmd.Op = &pb.Command_RetainedSet{RetainedSet: rs}
 	}
-	b, err := fsm.Encode(cmd)
-	if err != nil {
-		return err
-	}
-	idx, err := n.Propose(ctx, b)
-	if err != nil {
-		return err
-	}
-	return n.fsm.WaitApplied(ctx, idx)
+	_, err := n.proposeApplied(ctx, cmd)
+	return err
 }
 
 // Retained returns the live retained messages matching filter from this

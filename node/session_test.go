@@ -57,6 +57,19 @@ func offlineSession(t *testing.T, addr, id, filter string, qos byte) *deviceStat
 	return dev
 }
 
+// waitRouted waits until the cluster, as f sees it, routes filter to node.
+func waitRouted(t *testing.T, f *fsm.FSM, node, filter string) {
+	t.Helper()
+	eventually(t, 10*time.Second, func() error {
+		for _, r := range f.RoutesOf(node) {
+			if r.Filter == filter {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s does not route %s yet", node, filter)
+	})
+}
+
 // waitNoRoutes waits until the cluster, as f sees it, routes nothing to
 // node: a dead node keeps the routes of its persistent sessions until their
 // new nodes route them, and publishes fail there meanwhile.
@@ -256,14 +269,7 @@ func TestFiredWillReachesAMovedSessionOnce(t *testing.T) {
 	dev := offlineSession(t, addrs[0], "watch", "will/#", 2)
 	w, _ := rawConnect(t, addrs[1], "watch", dev, false, 600)
 	waitOwner(t, c, "watch", "node-1")
-	eventually(t, 10*time.Second, func() error {
-		for _, r := range c.nodes[0].FSM().RoutesOf("node-1") {
-			if r.Filter == "will/#" {
-				return nil
-			}
-		}
-		return fmt.Errorf("node-1 does not route will/# yet")
-	})
+	waitRouted(t, c.nodes[0].FSM(), "node-1", "will/#")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -298,14 +304,7 @@ func TestPassedOnCopyOfAForwardedMessageIsDeliveredOnce(t *testing.T) {
 	dev := newDeviceState()
 	a, _ := rawConnect(t, addrs[1], "settled", dev, true, 600)
 	a.subscribe("settled/#", 2)
-	eventually(t, 10*time.Second, func() error {
-		for _, r := range c.nodes[0].FSM().RoutesOf("node-1") {
-			if r.Filter == "settled/#" {
-				return nil
-			}
-		}
-		return fmt.Errorf("node-1 does not route settled/# yet")
-	})
+	waitRouted(t, c.nodes[0].FSM(), "node-1", "settled/#")
 	b0 := c.nodes[0].brk.Load()
 	b0.PassOnFor("settled", "node-1", []broker.Subscription{{Filter: "settled/#", Real: "settled/#", Opts: packet.SubOptions{QoS: 2}}}, 30*time.Second)
 	pub := dial(t, addrs[0], "settled-pub")
@@ -584,14 +583,7 @@ func TestHeldBackDeliveriesSurviveARestart(t *testing.T) {
 	dev := offlineSession(t, addrs[0], "held-back", "held/#", 1)
 	rawConnect(t, addr1, "held-back", dev, false, 600)
 	waitOwner(t, c, "held-back", "node-1")
-	eventually(t, 10*time.Second, func() error {
-		for _, r := range c.nodes[2].FSM().RoutesOf("node-1") {
-			if r.Filter == "held/#" {
-				return nil
-			}
-		}
-		return fmt.Errorf("node-1 does not route held/# yet")
-	})
+	waitRouted(t, c.nodes[2].FSM(), "node-1", "held/#")
 	pub := dial(t, addrs[2], "held-pub")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -633,14 +625,7 @@ func TestRestOfAMoveGoesToTheOwnerWhenTheNewNodeDies(t *testing.T) {
 	dev := offlineSession(t, addr0, "rest", "rest/#", 1)
 	rawConnect(t, addrs[1], "rest", dev, false, 600)
 	waitOwner(t, c, "rest", "node-1")
-	eventually(t, 10*time.Second, func() error {
-		for _, r := range c.nodes[2].FSM().RoutesOf("node-1") {
-			if r.Filter == "rest/#" {
-				return nil
-			}
-		}
-		return fmt.Errorf("node-1 does not route rest/# yet")
-	})
+	waitRouted(t, c.nodes[2].FSM(), "node-1", "rest/#")
 	// Published now: to node 1, which holds it back until the rest of the
 	// session comes, and to node 0, which collects it for the session.
 	pub := dial(t, addrs[2], "rest-pub")
