@@ -215,11 +215,14 @@ func (s *Server) retainedMatching(filter string) []*Message {
 }
 
 // RoutedFilters returns the filters this broker has local non-shared
-// subscribers for: the routes the cluster should hold for this node.
-func (s *Server) RoutedFilters() []string {
+// subscribers for: the routes the cluster should hold for this node. With
+// keep, only the subscriptions of the sessions (by client id) it keeps
+// count: a copy of a session that lives on another node now must not draw
+// that session's messages here.
+func (s *Server) RoutedFilters(keep func(clientID string) bool) []string {
 	var out []string
 	s.subs.Walk(func(e topic.Entry[subValue]) bool {
-		if e.Group == "" && (len(out) == 0 || out[len(out)-1] != e.Filter) {
+		if e.Group == "" && (len(out) == 0 || out[len(out)-1] != e.Filter) && (keep == nil || keep(e.Subscriber)) {
 			out = append(out, e.Filter)
 		}
 		return true

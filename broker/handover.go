@@ -251,7 +251,8 @@ func (s *Server) installSubscriptions(ss *session, rec *SessionRecord) {
 	ss.mu.Unlock()
 	for _, r := range first {
 		if err := s.setRouteOf(r.filter, r.group, 1); err != nil {
-			s.log.Warn("route of a moved session not recorded", "client_id", ss.id, "topic", r.filter, "group", r.group, "err", err)
+			s.log.Warn("route of a moved session not recorded; retrying", "client_id", ss.id, "topic", r.filter, "group", r.group, "err", err)
+			s.keepRouting(r.filter, r.group)
 		}
 	}
 }

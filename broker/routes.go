@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // ShareCluster is implemented by a Cluster that balances $share groups
@@ -60,6 +61,48 @@ func (s *Server) routeRemoved(filter, group string) bool {
 		return true
 	}
 	return false
+}
+
+// routeWanted reports whether a local subscription needs the route of
+// filter and group.
+func (s *Server) routeWanted(filter, group string) bool {
+	rc := &s.routes
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.n[shareRef{filter: filter, group: group}] > 0
+}
+
+// keepRouting records the route of filter and group in the background
+// after an attempt failed while a local subscription stays (a session
+// arrived while the cluster had no quorum): until the route is recorded,
+// no other node sends its messages here, and a publisher elsewhere is
+// acknowledged for a subscriber it never reached. It stops once the route
+// is recorded, once no local subscription needs it, or when the server
+// closes.
+func (s *Server) keepRouting(filter, group string) {
+	go func() {
+		wait := 200 * time.Millisecond
+		for {
+			time.Sleep(wait)
+			s.mu.Lock()
+			closed := s.closed
+			s.mu.Unlock()
+			if closed || !s.routeWanted(filter, group) {
+				return
+			}
+			if err := s.setRouteOf(filter, group, 1); err != nil {
+				wait = min(2*wait, 5*time.Second)
+				continue
+			}
+			s.log.Info("route recorded after a failed attempt", "topic", filter, "group", group)
+			if !s.routeWanted(filter, group) {
+				// The last subscription went meanwhile: its removal may
+				// have been recorded before this.
+				s.setRouteOf(filter, group, 0)
+			}
+			return
+		}
+	}()
 }
 
 // setRouteOf records this node's route for filter, or for a share group

@@ -14,6 +14,8 @@ import (
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/broker/store"
+	"github.com/mqcluster/mqcluster/fsm"
+	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
 // startBrokers runs a broker on every node of c, each on its own loopback
@@ -581,5 +583,46 @@ func TestDeadNodesRoutesStayUntilItsSessionsAreRoutedElsewhere(t *testing.T) {
 			t.Fatalf("after 30 s: dead node routes dead/#: %v, owner %q routes it: %v", dead, s.Owner, owner)
 		}
 		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// A node the cluster took for dead gives back the routes its own sessions
+// need, and not those of a copy it still holds of a session the cluster
+// gave to another node meanwhile: that copy would collect the session's
+// messages a second time and hand them on to where the session lives (180
+// QoS 2 duplicates in a jepsen-lite run, from a node back from a pause).
+func TestHealedRoutesLeaveOutCopiesOfSessionsLivingElsewhere(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	offlineSession(t, addrs[0], "heal-copy", "copy/#", 2)
+	offlineSession(t, addrs[0], "heal-own", "own/#", 1)
+	f := c.nodes[0].FSM()
+	waitRouted(t, f, "node-0", "copy/#")
+	waitRouted(t, f, "node-0", "own/#")
+
+	// node-1 claims heal-copy without node-0 (as across a partition), and
+	// the leader drops node-0's routes (as for a node it took for dead).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	claim, _ := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+		ClientId: "heal-copy", NodeId: "node-1", Epoch: f.NextEpoch(), ExpirySeconds: 600}}})
+	for _, cmd := range [][]byte{claim, routeCmd(t, "node-0", "copy/#", 0), routeCmd(t, "node-0", "own/#", 0)} {
+		idx, err := c.nodes[1].Propose(ctx, cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.WaitApplied(ctx, idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !c.nodes[0].brk.Load().HasSession("heal-copy") {
+		t.Fatal("node-0 no longer holds its copy of heal-copy: nothing to show")
+	}
+
+	c.nodes[0].healRoutes()
+	waitRouted(t, f, "node-0", "own/#")
+	for _, r := range f.RoutesOf("node-0") {
+		if r.Filter == "copy/#" {
+			t.Fatal("node-0 routes copy/# again for its copy of a session node-1 owns")
+		}
 	}
 }

@@ -488,7 +488,7 @@ func (n *Node) ReconcileRoutes(ctx context.Context) error {
 		}
 	}
 	local := map[string]bool{}
-	for _, f := range b.RoutedFilters() {
+	for _, f := range b.RoutedFilters(n.holdsHere) {
 		local[f] = true
 	}
 	have := n.ownRoutes()
@@ -581,4 +581,15 @@ func (n *Node) ownRoutes() map[string]bool {
 		}
 	}
 	return have
+}
+
+// holdsHere reports whether a session of clientID on this node is the
+// cluster's: one the cluster does not know (an ephemeral session), or
+// records as this node's. A copy of a session the cluster gave to another
+// node (kept here across a partition, a pause or a move that did not
+// finish) must not route that session's messages here: they reach the
+// session where it lives, and a copy would hand them on there again.
+func (n *Node) holdsHere(clientID string) bool {
+	s, ok := n.fsm.Session(clientID)
+	return !ok || s.Owner == "" || s.Owner == n.cfg.NodeID
 }

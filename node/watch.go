@@ -344,7 +344,7 @@ func (n *Node) healRoutes() {
 		return
 	}
 	have := n.ownRoutes()
-	local := b.RoutedFilters()
+	local := b.RoutedFilters(n.holdsHere)
 	if len(local) <= len(have) {
 		return
 	}
