@@ -155,16 +155,45 @@ func (s *Server) AdoptOffline(rec *SessionRecord, epoch uint64, hold bool) {
 // sessions to other nodes, so its clients must reconnect. Wills the
 // cluster published are not published again.
 func (s *Server) Fence() int {
+	return s.CloseConnections(nil)
+}
+
+// CloseConnections closes, like Fence, the connections for which pick
+// reports true (nil: all), given the client id, the cluster's record of
+// the connection's will ("" for none) and whether its session outlives it.
+// It returns how many it closed.
+func (s *Server) CloseConnections(pick func(clientID, willID string, persistent bool) bool) int {
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		conns = append(conns, c)
+		// Before its CONNACK a connection has no client id, will or
+		// session yet to go by.
+		if pick == nil || c.established.Load() {
+			conns = append(conns, c)
+		}
 	}
 	s.mu.Unlock()
+	closed := 0
 	for _, c := range conns {
+		if pick != nil {
+			var willID string
+			if p := c.willRef.Load(); p != nil {
+				willID = *p
+			}
+			persistent := false
+			if ss := c.sess; ss != nil {
+				ss.mu.Lock()
+				persistent = ss.persistent && ss.conn == c
+				ss.mu.Unlock()
+			}
+			if !pick(c.clientID, willID, persistent) {
+				continue
+			}
+		}
 		c.disconnect(packet.UseAnotherServer)
+		closed++
 	}
-	return len(conns)
+	return closed
 }
 
 // PersistentSessions lists the client ids of this broker's sessions that

@@ -77,6 +77,8 @@ func (c *conn) registerWill(cp *packet.Connect) {
 	_, expiry := c.srv.sessionLifetime(cp)
 	c.willID = sc.SetWill(WillRecord{ClientID: c.clientID, Message: willMessage(c.will, c.clientID, time.Now()),
 		Delay: c.will.Properties.WillDelay, SessionExpiry: expiry})
+	id := c.willID
+	c.willRef.Store(&id)
 }
 
 // publishWill publishes a connection's will, once: a will the cluster

@@ -34,6 +34,8 @@ type conn struct {
 	keepAlive time.Duration
 	will      *packet.Will
 	willID    string // the will's cluster record, if any
+	// willRef is willID for other goroutines (CloseConnections).
+	willRef   atomic.Pointer[string]
 	aliasesIn map[uint16]string
 	// the client's own limits (5.0 CONNECT properties)
 	clientMaxPacket int

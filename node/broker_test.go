@@ -626,3 +626,70 @@ func TestHealedRoutesLeaveOutCopiesOfSessionsLivingElsewhere(t *testing.T) {
 		}
 	}
 }
+
+// A node that hears from no leader for the contact lease closes the
+// connections the cluster may act for — one whose will the cluster holds,
+// one of a persistent session — and keeps the others: the other side of a
+// partition publishes those wills and gives those sessions to other nodes
+// (jepsen-lite: wills published for connections that went on to end
+// normally on a node cut off in a minority).
+func TestNodeOutOfContactClosesConnectionsTheClusterActsFor(t *testing.T) {
+	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.ContactLease = time.Second })
+	lone := 2
+	if c.leader(5*time.Second) == c.nodes[2] {
+		lone = 1
+	}
+	addr := addrs[lone]
+	withWill, _ := rawConnectOpts(t, addr, "lease-will", newDeviceState(), func(cp *packet.Connect) {
+		cp.Will = &packet.Will{Topic: "will/lease", Payload: []byte("gone"), QoS: 1}
+	})
+	persistent, _ := rawConnect(t, addr, "lease-persistent", newDeviceState(), true, 600)
+	plainDev := newDeviceState()
+	plain, _ := rawConnect(t, addr, "lease-plain", plainDev, true, 0)
+	plain.subscribe("lease/plain", 0)
+	eventually(t, 5*time.Second, func() error {
+		for _, w := range c.nodes[lone].FSM().WillsOf(c.nodes[lone].ID()) {
+			if w.ClientID == "lease-will" && c.nodes[lone].willInCluster(w.ID) {
+				return nil
+			}
+		}
+		return fmt.Errorf("will of lease-will not committed yet")
+	})
+	// While the node hears from its leader, nothing is closed.
+	for _, rc := range []*rawConn{withWill, persistent, plain} {
+		select {
+		case <-rc.done:
+			t.Fatal("a connection closed while the node was in contact")
+		default:
+		}
+	}
+
+	for i := range c.nodes {
+		if i != lone {
+			c.kill(i)
+		}
+	}
+	for name, rc := range map[string]*rawConn{"with a will": withWill, "of a persistent session": persistent} {
+		select {
+		case code := <-rc.disc:
+			if code != packet.UseAnotherServer {
+				t.Fatalf("connection %s: DISCONNECT %v, want 0x9C use another server", name, code)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("connection %s still open 10 s after the node lost its leader (lease 1 s)", name)
+		}
+	}
+	// The plain connection stays, and local traffic flows.
+	plain.write(&packet.Publish{Topic: "lease/plain", Payload: []byte("local")})
+	eventually(t, 5*time.Second, func() error {
+		if got, _ := plainDev.deliveries(); got["local"] != 1 {
+			return fmt.Errorf("local QoS 0 message not delivered on the remaining connection")
+		}
+		return nil
+	})
+	select {
+	case <-plain.done:
+		t.Fatal("the connection without a will or persistent session was closed")
+	default:
+	}
+}

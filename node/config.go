@@ -48,6 +48,14 @@ type Config struct {
 	// a node dead, before it records the node as down: its routes go and
 	// the wills of its connections start their delay.
 	NodeDownAfter time.Duration
+	// ContactLease is how long a node that hears from no leader keeps the
+	// connections the cluster may act for: those whose wills the cluster
+	// holds and those of persistent sessions. Past it, it closes them
+	// (0x9C): a leader on the other side of a partition publishes those
+	// wills and gives those sessions to other nodes, and does not record
+	// a node as down before it has been gone for ContactLease (nor
+	// before NodeDownAfter).
+	ContactLease time.Duration
 	// SessionHold bounds how long a session that moved holds its queue
 	// for nodes that may still hold older messages of it (a node killed
 	// or cut off with the session): past it, newer messages go out ahead
@@ -69,6 +77,7 @@ func DefaultConfig() Config {
 		ApplyTimeout:      5 * time.Second,
 		ReconcileInterval: 500 * time.Millisecond,
 		NodeDownAfter:     time.Second,
+		ContactLease:      2 * time.Second,
 	}
 }
 
@@ -95,8 +104,8 @@ func (c *Config) Validate() error {
 	if n := len(c.GossipKey); n != 0 && n != 16 && n != 24 && n != 32 {
 		errs = append(errs, fmt.Errorf("gossip_key: %d bytes, want 16, 24 or 32", n))
 	}
-	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 {
-		errs = append(errs, errors.New("apply_timeout, reconcile_interval and node_down_after: want > 0"))
+	if c.ApplyTimeout <= 0 || c.ReconcileInterval <= 0 || c.NodeDownAfter <= 0 || c.ContactLease <= 0 {
+		errs = append(errs, errors.New("apply_timeout, reconcile_interval, node_down_after and contact_lease: want > 0"))
 	}
 	if c.SessionHold < 0 {
 		errs = append(errs, errors.New("session_hold: want >= 0"))

@@ -80,9 +80,18 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		// A concurrent claim took the epoch (or this replica lags behind
 		// the leader): claim the next one.
 		if attempt < 10 && (errors.Is(err, ErrRejected) || errors.Is(err, fsm.ErrStaleEpoch)) && ctx.Err() == nil {
-			// This replica may lag (a restart): catch up with what is
-			// committed before drawing the next epoch.
-			n.waitCommitted(ctx)
+			// This replica lags (a restart, a slow link): the session as
+			// read above may be gone from here already (the move that
+			// took it away not applied yet), and the claim would find no
+			// session to take over. Catch up through an entry of its own
+			// and read it again before drawing the next epoch.
+			if err := n.barrier(ctx); err != nil {
+				return nil, fmt.Errorf("claim session %q: %w", req.ClientID, err)
+			}
+			cur, known = n.fsm.Session(req.ClientID)
+			if known && sessionExpired(cur, time.Now()) {
+				expired, req.CleanStart = true, true
+			}
 			epoch = max(n.fsm.NextEpoch(), epoch+1)
 			continue
 		}
@@ -454,6 +463,17 @@ const (
 	willWanted    = 1 << iota // registered by the broker, not cleared
 	willCommitted             // its WillSet is committed
 )
+
+// willInCluster reports whether the registration of will id is committed:
+// the cluster may publish it for this node.
+func (n *Node) willInCluster(id string) bool {
+	if id == "" {
+		return false
+	}
+	n.willsMu.Lock()
+	defer n.willsMu.Unlock()
+	return n.wills[id]&willCommitted != 0
+}
 
 func (n *Node) willCommitted(id string) {
 	n.willsMu.Lock()

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/hashicorp/raft"
+
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/broker/topic"
@@ -34,12 +36,14 @@ func (n *Node) watchLoop() {
 	// taken for dead or lost contact with the leader, none otherwise (the
 	// check walks every local subscription).
 	heal, inContact := 0, true
+	var lease contactLease
 	for tick := 1; ; tick++ {
 		select {
 		case <-n.stop:
 			return
 		case <-t.C:
 		}
+		n.checkLease(&lease, time.Now())
 		if !caughtUp {
 			if n.inContact() && n.fsm.AppliedIndex() >= n.raft.CommitIndex() {
 				caughtUp, downs = true, n.fsm.DownCount(n.cfg.NodeID)
@@ -151,7 +155,9 @@ func (n *Node) watchNodes(w *watcher) {
 			w.missing[id] = now
 			continue
 		}
-		if known || now.Sub(since) < n.cfg.NodeDownAfter {
+		// The node closed the connections the cluster acts for once it
+		// heard from no leader for ContactLease (checkLease).
+		if known || now.Sub(since) < max(n.cfg.NodeDownAfter, n.cfg.ContactLease) {
 			continue
 		}
 		n.log.Warn("node confirmed down", "node", id, "absent_for", now.Sub(since).Round(time.Millisecond).String())
@@ -374,4 +380,43 @@ func (n *Node) fence() {
 	}
 	k := b.Fence()
 	n.log.Warn("the cluster took this node for dead; its client connections were closed", "connections", k)
+}
+
+// contactLease is what checkLease keeps between checks: when this node
+// last led or heard from a leader.
+type contactLease struct {
+	last    time.Time
+	expired bool
+}
+
+// checkLease closes the connections the cluster may act for (their wills
+// published, their persistent sessions given to other nodes) once this
+// node has heard from no leader for ContactLease: a leader on the other
+// side of a partition records it as down no sooner (watchNodes), so
+// those clients are not left connected here to a session that lives on
+// elsewhere, nor end their connections normally here after their wills
+// went out. Connections without either stay: without quorum a node
+// serves what needs no Raft.
+func (n *Node) checkLease(l *contactLease, now time.Time) {
+	if n.raft.State() == raft.Leader {
+		l.last = now
+	} else if c := n.raft.LastContact(); c.After(l.last) {
+		l.last = c
+	}
+	if l.last.IsZero() || now.Sub(l.last) < n.cfg.ContactLease {
+		l.expired = false
+		return
+	}
+	b := n.brk.Load()
+	if b == nil {
+		return
+	}
+	k := b.CloseConnections(func(_, willID string, persistent bool) bool {
+		return persistent || n.willInCluster(willID)
+	})
+	if k > 0 || !l.expired {
+		n.log.Warn("no leader heard for the contact lease; closed the connections the cluster may act for",
+			"connections", k, "out_of_contact", now.Sub(l.last).Round(time.Millisecond).String())
+	}
+	l.expired = true
 }

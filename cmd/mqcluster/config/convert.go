@@ -94,7 +94,7 @@ func (c *Config) NodeConfig(log *slog.Logger) (node.Config, error) {
 	n.RaftAddr, n.RaftAdvertise, n.GossipAddr, n.GRPCAddr = cl.RaftAddr, cl.RaftAdvertise, cl.GossipAddr, cl.GRPCAddr
 	n.MaxVoters, n.ApplyTimeout, n.NodeDownAfter, n.Logger = cl.MaxVoters, cl.ApplyTimeout, cl.NodeDownAfter, log
 	n.TLSCertFile, n.TLSKeyFile, n.TLSCAFile = cl.TLSCertFile, cl.TLSKeyFile, cl.TLSCAFile
-	n.SessionHold = cl.SessionHold
+	n.SessionHold, n.ContactLease = cl.SessionHold, cl.ContactLease
 	if cl.GossipKeyFile != "" {
 		key, err := readGossipKey(cl.GossipKeyFile)
 		if err != nil {

@@ -150,6 +150,7 @@ func (c *Config) validateCluster(v *validator) {
 	v.check(cl.MaxVoters >= 1, "cluster.max_voters", "%d: want >= 1", cl.MaxVoters)
 	v.check(cl.ApplyTimeout > 0, "cluster.apply_timeout", "%v: want > 0", cl.ApplyTimeout)
 	v.check(cl.NodeDownAfter > 0, "cluster.node_down_after", "%v: want > 0", cl.NodeDownAfter)
+	v.check(cl.ContactLease > 0, "cluster.contact_lease", "%v: want > 0", cl.ContactLease)
 	v.check(cl.SessionHold >= 0, "cluster.session_hold", "%v: want >= 0", cl.SessionHold)
 	v.check(cl.MoveTimeout > 0, "cluster.move_timeout", "%v: want > 0", cl.MoveTimeout)
 	if cl.GossipKeyFile != "" {
