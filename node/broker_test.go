@@ -627,8 +627,8 @@ func TestHealedRoutesLeaveOutCopiesOfSessionsLivingElsewhere(t *testing.T) {
 	}
 }
 
-// A node that hears from no leader for the contact lease closes the
-// connections the cluster may act for — one whose will the cluster holds,
+// A node that hears from no leader for the contact lease, and reaches no
+// majority, closes the connections the cluster may act for — one whose will the cluster holds,
 // one of a persistent session — and keeps the others: the other side of a
 // partition publishes those wills and gives those sessions to other nodes
 // (jepsen-lite: wills published for connections that went on to end
@@ -664,8 +664,22 @@ func TestNodeOutOfContactClosesConnectionsTheClusterActsFor(t *testing.T) {
 		}
 	}
 
+	// The leader dies: the node still reaches a majority (itself and the
+	// third node), which elects another; its connections stay however long
+	// that takes.
+	leader := slices.IndexFunc(c.nodes, func(nd *Node) bool { return nd != nil && nd.IsLeader() })
+	c.kill(leader)
+	time.Sleep(3 * time.Second)
+	for _, rc := range []*rawConn{withWill, persistent, plain} {
+		select {
+		case <-rc.done:
+			t.Fatal("a connection closed while the node reached a majority")
+		default:
+		}
+	}
+	// Now it is alone.
 	for i := range c.nodes {
-		if i != lone {
+		if i != lone && c.nodes[i] != nil {
 			c.kill(i)
 		}
 	}

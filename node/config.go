@@ -48,8 +48,9 @@ type Config struct {
 	// a node dead, before it records the node as down: its routes go and
 	// the wills of its connections start their delay.
 	NodeDownAfter time.Duration
-	// ContactLease is how long a node that hears from no leader keeps the
-	// connections the cluster may act for: those whose wills the cluster
+	// ContactLease is how long a node that hears from no leader, and
+	// reaches no majority of the voters, keeps the connections the cluster
+	// may act for: those whose wills the cluster
 	// holds and those of persistent sessions. Past it, it closes them
 	// (0x9C): a leader on the other side of a partition publishes those
 	// wills and gives those sessions to other nodes, and does not record

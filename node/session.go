@@ -119,22 +119,13 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		n.kickElsewhere(req.ClientID)
 		return tr, nil
 	}
-	if cur.Owner == n.cfg.NodeID {
-		tr.Hold = hold("")
-		return tr, nil
-	}
 	recorded := func() {
 		if !req.CleanStart && len(cur.Subscriptions) > 0 {
 			tr.Record = &broker.SessionRecord{ClientID: req.ClientID, Subscriptions: brokerSubscriptions(cur.Subscriptions)}
 		}
 	}
 	from := cur.Owner // the node the session comes from
-	addr := n.peerAddr(from)
-	if from == "" || addr == "" {
-		recorded()
-		tr.Hold = hold("")
-		return tr, nil
-	}
+	var addr string
 	finish := func(ctx context.Context) (*broker.SessionRecord, error) {
 		state, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch, Finish: true})
 		if err != nil && n.outOfReach(from) {
@@ -153,14 +144,40 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		return rec, nil
 	}
 	step1 := &pb.TakeOverRequest{ClientId: req.ClientID, NewOwner: n.cfg.NodeID, Epoch: epoch}
-	state, err := n.tr.TakeOver(ctx, addr, step1)
-	if err == nil && len(state) == 0 && !req.CleanStart {
-		// The recorded owner holds no such session: its claim was
-		// committed after it had given up on the connection (a slow
-		// link), and the session is still where it was before. Ask the
-		// other nodes.
-		if peer, peerAddr, st := n.findSession(ctx, step1, from); st != nil {
-			from, addr, state = peer, peerAddr, st
+	var state []byte
+	var err error
+	if from == n.cfg.NodeID {
+		if b := n.brk.Load(); req.CleanStart || b == nil || b.HasSession(req.ClientID) {
+			tr.Hold = hold("")
+			return tr, nil
+		}
+		// The cluster names this node, which holds nothing: an earlier
+		// claim of its own was committed after it had given up on that
+		// connection (a slow link to the leader), and the session is
+		// still where it was before. Ask the other nodes.
+		peer, peerAddr, st := n.findSession(ctx, step1, from)
+		if st == nil {
+			recorded()
+			tr.Hold = hold("")
+			return tr, nil
+		}
+		from, addr, state = peer, peerAddr, st
+	} else {
+		addr = n.peerAddr(from)
+		if from == "" || addr == "" {
+			recorded()
+			tr.Hold = hold("")
+			return tr, nil
+		}
+		state, err = n.tr.TakeOver(ctx, addr, step1)
+		if err == nil && len(state) == 0 && !req.CleanStart {
+			// The recorded owner holds no such session: its claim was
+			// committed after it had given up on the connection (a slow
+			// link), and the session is still where it was before. Ask
+			// the other nodes.
+			if peer, peerAddr, st := n.findSession(ctx, step1, from); st != nil {
+				from, addr, state = peer, peerAddr, st
+			}
 		}
 	}
 	if err != nil || len(state) == 0 {

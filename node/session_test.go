@@ -986,6 +986,34 @@ func TestSessionFoundBesideAnEmptyOwner(t *testing.T) {
 	b.disconnect()
 }
 
+// The same, with the client back on the node whose late claim the cluster
+// recorded: that node asks the others too instead of resuming nothing
+// (jepsen-lite: a claim that timed out on a slow link to the leader was
+// committed all the same, and the client's next connection to that node
+// got session present 0).
+func TestSessionFoundByTheEmptyOwnerItself(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "self-pub")
+	dev := offlineSession(t, addrs[0], "self", "self/#", 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+		ClientId: "self", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	publishN(t, pub, "self", "s", 0, 10) // queued on node 0, which still holds the session
+	b, ack := rawConnect(t, addrs[1], "self", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node 1: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "s", 10)
+	b.disconnect()
+}
+
 // Messages handed on to a node the cluster records as a session's owner,
 // though it holds no such session (its claim was committed after it gave
 // up on the connection), wait there in the session the cluster recorded

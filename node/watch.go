@@ -391,8 +391,10 @@ type contactLease struct {
 
 // checkLease closes the connections the cluster may act for (their wills
 // published, their persistent sessions given to other nodes) once this
-// node has heard from no leader for ContactLease: a leader on the other
-// side of a partition records it as down no sooner (watchNodes), so
+// node has heard from no leader for ContactLease and reaches no majority
+// of the voters: a leader on the other side of a partition
+// records it as down no sooner than ContactLease after gossip declared it
+// dead there (watchNodes), so
 // those clients are not left connected here to a session that lives on
 // elsewhere, nor end their connections normally here after their wills
 // went out. Connections without either stay: without quorum a node
@@ -403,7 +405,7 @@ func (n *Node) checkLease(l *contactLease, now time.Time) {
 	} else if c := n.raft.LastContact(); c.After(l.last) {
 		l.last = c
 	}
-	if l.last.IsZero() || now.Sub(l.last) < n.cfg.ContactLease {
+	if l.last.IsZero() || now.Sub(l.last) < n.cfg.ContactLease || n.seesQuorum() {
 		l.expired = false
 		return
 	}
@@ -419,4 +421,26 @@ func (n *Node) checkLease(l *contactLease, now time.Time) {
 			"connections", k, "out_of_contact", now.Sub(l.last).Round(time.Millisecond).String())
 	}
 	l.expired = true
+}
+
+// seesQuorum reports whether this node reaches a majority of the voters,
+// itself included (their forwarding streams open and heard from lately):
+// then a leader elsewhere is not about to take it for dead, however long
+// it hears from none (an election, a slow link), and its connections stay.
+func (n *Node) seesQuorum() bool {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return true
+	}
+	voters, up := 0, 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage != raft.Voter {
+			continue
+		}
+		voters++
+		if id := string(s.ID); id == n.cfg.NodeID || n.tr.PeerConnected(id) {
+			up++
+		}
+	}
+	return voters == 0 || 2*up > voters
 }
