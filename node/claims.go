@@ -55,6 +55,12 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 		return
 	}
 	now := time.Now()
+	if n.ended.has(clientID, s.Epoch) {
+		// It ended here (expired) before the cluster recorded the end:
+		// installing it would revive it with a new expiry.
+		n.log.Info("handed-on messages for a session that ended here; not installed", "client_id", clientID, "epoch", s.Epoch)
+		return
+	}
 	if sessionExpired(s, now) {
 		// Past its expiry: the session is over, and what is handed on
 		// to it with it ([MQTT-4.1.0-2]); installing it would start its

@@ -67,6 +67,7 @@ type Node struct {
 	shareTurn  map[string]uint64 // share group -> next turn
 	removedMu  sync.Mutex
 	removedRun map[string]string // node id -> run removed by this leader
+	ended      endedSessions
 
 	stop      chan struct{}
 	wg        sync.WaitGroup

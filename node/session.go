@@ -175,8 +175,15 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 			// committed after it had given up on the connection (a slow
 			// link), and the session is still where it was before. Ask
 			// the other nodes.
-			if peer, peerAddr, st := n.findSession(ctx, step1, from); st != nil {
+			peer, peerAddr, st := n.findSession(ctx, step1, from)
+			if st != nil {
 				from, addr, state = peer, peerAddr, st
+			} else if b := n.brk.Load(); b != nil && b.HasSession(req.ClientID) {
+				// No other node has it either: it never left this node
+				// (the client gave up on a connection elsewhere whose
+				// claim went through late). It resumes here whole.
+				tr.Hold = hold(from)
+				return tr, nil
 			}
 		}
 	}
@@ -387,6 +394,7 @@ func (n *Node) ReleaseSession(clientID string, epoch uint64, expiry uint32) {
 
 // EndSession records that a claimed session ended on this node.
 func (n *Node) EndSession(clientID string, epoch uint64) {
+	n.ended.add(clientID, epoch)
 	n.ops.add("s/"+clientID, &pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{
 		ClientId: clientID, Epoch: epoch}}})
 }
@@ -545,4 +553,47 @@ func (n *Node) ClaimWill(id string, publish func(ok bool)) {
 			wait = min(2*wait, 5*time.Second)
 		}
 	}()
+}
+
+// endedSessions remembers, for keepEnded, the claims whose sessions ended
+// on this node (expired, or discarded by a clean start): the cluster may
+// not have recorded the end yet (no leader, a slow link), and this node
+// must not install such a session again for messages handed on to it.
+type endedSessions struct {
+	mu     sync.Mutex
+	m      map[string]endedSession
+	pruned time.Time
+}
+
+type endedSession struct {
+	epoch uint64
+	at    time.Time
+}
+
+const keepEnded = 10 * time.Minute
+
+func (e *endedSessions) add(clientID string, epoch uint64) {
+	now := time.Now()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.m == nil {
+		e.m = map[string]endedSession{}
+	}
+	if now.Sub(e.pruned) > keepEnded/10 {
+		e.pruned = now
+		for id, v := range e.m {
+			if now.Sub(v.at) > keepEnded {
+				delete(e.m, id)
+			}
+		}
+	}
+	e.m[clientID] = endedSession{epoch, now}
+}
+
+// has reports whether the session of clientID at epoch ended here.
+func (e *endedSessions) has(clientID string, epoch uint64) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, ok := e.m[clientID]
+	return ok && v.epoch == epoch
 }

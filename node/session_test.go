@@ -1014,6 +1014,34 @@ func TestSessionFoundByTheEmptyOwnerItself(t *testing.T) {
 	b.disconnect()
 }
 
+// The same, with the client back on the node that holds the session: it
+// resumes its session there, whole, rather than taking the cluster's record
+// and treating what it holds as a stale copy (jepsen-lite: a claim on
+// another node went through after its client had given up, and the 92 QoS
+// 2 messages the session held here were dropped when the client came back).
+func TestSessionResumedWhereItIsBesideAnEmptyOwner(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	pub := dial(t, addrs[2], "here-pub")
+	dev := offlineSession(t, addrs[0], "here", "here/#", 2)
+	publishN(t, pub, "here", "h", 0, 10) // queued on node 0
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+		ClientId: "here", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
+		t.Fatal(err)
+	}
+	b, ack := rawConnect(t, addrs[0], "here", dev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK on node 0: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "h", 10)
+	b.disconnect()
+}
+
 // Messages handed on to a node the cluster records as a session's owner,
 // though it holds no such session (its claim was committed after it gave
 // up on the connection), wait there in the session the cluster recorded
