@@ -99,6 +99,27 @@ func (s *Server) OfflineSessions() []string {
 	return ids
 }
 
+// MovingSessions lists the client ids of sessions handed over to another
+// node whose move has not finished (HandOver, and no FinishHandOver yet).
+func (s *Server) MovingSessions() []string {
+	var ids []string
+	for _, ss := range s.sessionList() {
+		ss.mu.Lock()
+		if ss.moving && !ss.ended {
+			ids = append(ids, ss.id)
+		}
+		ss.mu.Unlock()
+	}
+	return ids
+}
+
+// EndMove ends now, as moveTimeout would, the move of a session handed
+// over to another node: what reached it here since the move began goes to
+// the session's owner (SessionCluster.HandOnRest).
+func (s *Server) EndMove(clientID string) {
+	s.endMove(clientID)
+}
+
 // HasSession reports whether this broker holds a session for clientID.
 func (s *Server) HasSession(clientID string) bool {
 	s.mu.Lock()
@@ -159,15 +180,13 @@ func (s *Server) Fence() int {
 }
 
 // CloseConnections closes, like Fence, the connections for which pick
-// reports true (nil: all), given the client id, the cluster's record of
-// the connection's will ("" for none) and whether its session outlives it.
-// It returns how many it closed.
-func (s *Server) CloseConnections(pick func(clientID, willID string, persistent bool) bool) int {
+// reports true (nil: all), given the cluster's record of the connection's
+// will ("" for none). It returns how many it closed.
+func (s *Server) CloseConnections(pick func(willID string) bool) int {
 	s.mu.Lock()
 	conns := make([]*conn, 0, len(s.conns))
 	for c := range s.conns {
-		// Before its CONNACK a connection has no client id, will or
-		// session yet to go by.
+		// Before its CONNACK a connection has no will to go by.
 		if pick == nil || c.established.Load() {
 			conns = append(conns, c)
 		}
@@ -180,13 +199,7 @@ func (s *Server) CloseConnections(pick func(clientID, willID string, persistent 
 			if p := c.willRef.Load(); p != nil {
 				willID = *p
 			}
-			persistent := false
-			if ss := c.sess; ss != nil {
-				ss.mu.Lock()
-				persistent = ss.persistent && ss.conn == c
-				ss.mu.Unlock()
-			}
-			if !pick(c.clientID, willID, persistent) {
+			if !pick(willID) {
 				continue
 			}
 		}

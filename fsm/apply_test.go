@@ -39,6 +39,7 @@ var appliedTwiceCases = []struct {
 	{name: "session_delete stale", setup: []*pb.Command{claim("c1", "n1", 3, 60)}, op: sessionDelete("c1", 2), wantErr: ErrStaleEpoch},
 	{name: "will_set", op: willSet("n1/7", "c1", "n1", "last/words", "bye")},
 	{name: "will_set replace", setup: []*pb.Command{willSet("n1/7", "c1", "n1", "last/words", "bye")}, op: willSet("n1/7", "c1", "n1", "last/words", "farewell")},
+	{name: "will_set from a node recorded as down", setup: []*pb.Command{nodeDown("n1", 1000)}, op: willSet("n1/9", "c1", "n1", "t", "p")},
 	{name: "will_clear", setup: []*pb.Command{willSet("n1/7", "c1", "n1", "t", "p"), willSet("n1/8", "c2", "n1", "t", "p")}, op: willClear("n1/7")},
 	{name: "retained_set", op: retainedSet("a/b", "v1", 0)},
 	{name: "retained_set replace", setup: []*pb.Command{retainedSet("a/b", "v1", 0)}, op: retainedSet("a/b", "v2", 99)},

@@ -7,7 +7,10 @@ import (
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
-// applyWillSet registers or replaces the will of one connection.
+// applyWillSet registers or replaces the will of one connection. A node
+// recorded as down that registers a will is back (a pause, a partition):
+// its record goes, as with NodeUp, so that the leader does not publish the
+// will of a connection it accepted since, which is alive.
 func applyWillSet(s *state, op *pb.WillSet) (kinds, error) {
 	if op.GetWillId() == "" || op.GetNodeId() == "" || op.GetTopic() == "" || op.GetQos() > 2 {
 		return 0, fmt.Errorf("%w: will_set needs will_id, node_id, topic and qos <= 2", ErrInvalid)
@@ -27,11 +30,16 @@ func applyWillSet(s *state, op *pb.WillSet) (kinds, error) {
 		Retain:               op.GetRetain(),
 		Properties:           op.GetProperties(),
 	}
+	var k kinds
+	if nd, ok := s.nodes[next.NodeID]; ok && nd.State == NodeDown {
+		delete(s.nodes, next.NodeID)
+		k |= KindNodes.bit()
+	}
 	if old := s.wills[next.ID]; old != nil && sameWill(old, next) {
-		return 0, nil
+		return k, nil
 	}
 	s.wills[next.ID] = next
-	return KindWills.bit(), nil
+	return k | KindWills.bit(), nil
 }
 
 // applyWillClear removes a will; a missing will is already cleared.

@@ -189,6 +189,31 @@ func TestSessionHolders(t *testing.T) {
 // TestNodeRemove: a removed node loses its routes and wills, its sessions
 // lose their owner (epoch kept), other nodes are untouched, and late
 // commands from it are rejected until it rejoins.
+// A node recorded as down that registers a will is back: the leader must
+// not publish the wills of the connections it accepts since (jepsen-lite:
+// a will published for a connection accepted 0.2 s after a pause ended,
+// which went on to end normally), while the wills it registered before
+// stay for it to publish or clear.
+func TestWillFromANodeRecordedDownBringsItBack(t *testing.T) {
+	h := newHarness(t)
+	h.must(willSet("n1/1", "c1", "n1", "w", "before"), nodeDown("n1", 1000))
+	if n, ok := h.f.Node("n1"); !ok || n.State != NodeDown {
+		t.Fatalf("Node(n1) = %+v, %v: want down", n, ok)
+	}
+	h.must(willSet("n1/2", "c2", "n1", "w", "after"))
+	if n, ok := h.f.Node("n1"); ok {
+		t.Fatalf("Node(n1) = %+v: still recorded after it registered a will", n)
+	}
+	if got := h.f.WillsOf("n1"); len(got) != 2 {
+		t.Fatalf("WillsOf(n1) = %+v, want both wills", got)
+	}
+	// A removed node stays removed.
+	h.must(nodeRemove("n2", 0))
+	if err, _ := h.f.Apply(h.entry(willSet("n2/1", "c3", "n2", "w", "x"))).(error); !errors.Is(err, ErrNodeRemoved) {
+		t.Fatalf("will of a removed node: %v, want ErrNodeRemoved", err)
+	}
+}
+
 func TestNodeRemove(t *testing.T) {
 	h := newHarness(t)
 	h.must(

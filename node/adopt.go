@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
+	"github.com/mqcluster/mqcluster/broker/topic"
 	"github.com/mqcluster/mqcluster/fsm"
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
@@ -19,6 +20,11 @@ const adoptInterval = time.Second
 // recorded as another node's before it is handed on from here: the new
 // owner's own takeover, when it reaches this node, comes first.
 const foreignGrace = 5 * time.Second
+
+// routedGrace is foreignGrace when the new owner already routes the
+// session's subscriptions: its takeover is past its first step, or it
+// took the session without this node (cut off then).
+const routedGrace = 2 * time.Second
 
 // adoptLoop gives the persistent sessions of dead nodes a live owner, and
 // lets go of sessions held here that the cluster gave to another node.
@@ -119,7 +125,12 @@ func (n *Node) adopt(b *broker.Server, s fsm.Session, downAt int64) {
 }
 
 // dropForeign drops offline sessions held here that the cluster records
-// as another node's for longer than foreignGrace.
+// as another node's for longer than foreignGrace, or routedGrace when that
+// node routes every subscription of the session itself: the copy here would
+// only collect again what reaches the session there (local publishers
+// keep delivering into it), and hand it on as duplicates. A move whose
+// second step has not come for foreignGrace while the owner routes the
+// session ends the same way (the new node gave up waiting for it).
 func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 	now := time.Now()
 	held := map[string]bool{}
@@ -135,8 +146,30 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 			foreign[id] = now
 			continue
 		}
-		if now.Sub(first) >= foreignGrace && n.tr.PeerConnected(s.Owner) {
+		grace := foreignGrace
+		if n.routesAll(s.Owner, s.Subscriptions) {
+			grace = routedGrace
+		}
+		if now.Sub(first) >= grace && n.tr.PeerConnected(s.Owner) {
 			n.handOn(b, id, s.Owner)
+			delete(foreign, id)
+		}
+	}
+	for _, id := range b.MovingSessions() {
+		held[id] = true
+		s, ok := n.fsm.Session(id)
+		if !ok || s.Owner == "" || s.Owner == n.cfg.NodeID || !n.routesAll(s.Owner, s.Subscriptions) {
+			delete(foreign, id)
+			continue
+		}
+		first, seen := foreign[id]
+		if !seen {
+			foreign[id] = now
+			continue
+		}
+		if now.Sub(first) >= foreignGrace && n.tr.PeerConnected(s.Owner) {
+			n.log.Info("move not finished by the session's owner, which routes it; ending it", "client_id", id, "owner", s.Owner)
+			b.EndMove(id)
 			delete(foreign, id)
 		}
 	}
@@ -145,6 +178,29 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 			delete(foreign, id)
 		}
 	}
+}
+
+// routesAll reports whether the cluster routes every non-shared
+// subscription of subs to node.
+func (n *Node) routesAll(node string, subs []fsm.Subscription) bool {
+	routed := map[string]bool{}
+	for _, r := range n.fsm.RoutesOf(node) {
+		if r.Group == "" {
+			routed[r.Filter] = true
+		}
+	}
+	own := 0
+	for _, sub := range subs {
+		group, real, _, err := topic.ParseShare(sub.Filter)
+		if err != nil || group != "" {
+			continue
+		}
+		own++
+		if !routed[real] {
+			return false
+		}
+	}
+	return own > 0
 }
 
 // handOn ends a session held here that the cluster gave to owner, and

@@ -49,13 +49,11 @@ type Config struct {
 	// the wills of its connections start their delay.
 	NodeDownAfter time.Duration
 	// ContactLease is how long a node that hears from no leader, and
-	// reaches no majority of the voters, keeps the connections the cluster
-	// may act for: those whose wills the cluster
-	// holds and those of persistent sessions. Past it, it closes them
-	// (0x9C): a leader on the other side of a partition publishes those
-	// wills and gives those sessions to other nodes, and does not record
-	// a node as down before it has been gone for ContactLease (nor
-	// before NodeDownAfter).
+	// reaches no majority of the voters, keeps the connections whose wills
+	// the cluster holds. Past it, it closes them (0x9C): a leader on the
+	// other side of a partition publishes those wills, and does not record
+	// a node as down before it has been gone for ContactLease (nor before
+	// NodeDownAfter).
 	ContactLease time.Duration
 	// SessionHold bounds how long a session that moved holds its queue
 	// for nodes that may still hold older messages of it (a node killed

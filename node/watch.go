@@ -389,16 +389,15 @@ type contactLease struct {
 	expired bool
 }
 
-// checkLease closes the connections the cluster may act for (their wills
-// published, their persistent sessions given to other nodes) once this
-// node has heard from no leader for ContactLease and reaches no majority
-// of the voters: a leader on the other side of a partition
+// checkLease closes the connections whose wills the cluster holds once
+// this node has heard from no leader for ContactLease and reaches no
+// majority of the voters. A leader on the other side of a partition
 // records it as down no sooner than ContactLease after gossip declared it
-// dead there (watchNodes), so
-// those clients are not left connected here to a session that lives on
-// elsewhere, nor end their connections normally here after their wills
-// went out. Connections without either stay: without quorum a node
-// serves what needs no Raft.
+// dead there (watchNodes) and then publishes those wills: their clients
+// must not go on to end those connections normally here. Other
+// connections stay, those of persistent sessions included (moving them
+// across the partition would hold their deliveries back until the move
+// can finish): without quorum a node serves what needs no Raft.
 func (n *Node) checkLease(l *contactLease, now time.Time) {
 	if n.raft.State() == raft.Leader {
 		l.last = now
@@ -413,11 +412,9 @@ func (n *Node) checkLease(l *contactLease, now time.Time) {
 	if b == nil {
 		return
 	}
-	k := b.CloseConnections(func(_, willID string, persistent bool) bool {
-		return persistent || n.willInCluster(willID)
-	})
+	k := b.CloseConnections(n.willInCluster)
 	if k > 0 || !l.expired {
-		n.log.Warn("no leader heard for the contact lease; closed the connections the cluster may act for",
+		n.log.Warn("no leader heard for the contact lease; closed the connections whose wills the cluster holds",
 			"connections", k, "out_of_contact", now.Sub(l.last).Round(time.Millisecond).String())
 	}
 	l.expired = true

@@ -112,7 +112,7 @@ type Cluster struct {
 	MaxVoters       int           `yaml:"max_voters" help:"Raft voters at most; later nodes join as non-voters"`
 	ApplyTimeout    time.Duration `yaml:"apply_timeout" help:"bound on one Raft proposal"`
 	NodeDownAfter   time.Duration `yaml:"node_down_after" help:"how long the leader waits after gossip declared a node dead before its routes go and its clients' wills start"`
-	ContactLease    time.Duration `yaml:"contact_lease" help:"how long a node that hears from no leader, and reaches no majority of the voters, keeps connections with wills and those of persistent sessions before it closes them (0x9C use another server), since the other side may publish those wills and move those sessions; the leader records no node as down before it has been gone this long"`
+	ContactLease    time.Duration `yaml:"contact_lease" help:"how long a node that hears from no leader, and reaches no majority of the voters, keeps connections whose wills the cluster holds before it closes them (0x9C use another server), since the other side may publish those wills; the leader records no node as down before it has been gone this long"`
 	SessionHold     time.Duration `yaml:"session_hold" help:"how long a persistent session that moved waits for older messages a node killed or cut off with it may still hand on, before newer ones go out; 0 does not wait"`
 	MoveTimeout     time.Duration `yaml:"move_timeout" help:"how long a node that a session left keeps collecting its messages for the node it moved to; past it they go to the session's owner (the new node died before it asked)"`
 	Timeout         time.Duration `yaml:"timeout" help:"what a client waits for the cluster (a route in force before its SUBACK)"`
