@@ -88,24 +88,24 @@ func (s *Server) SetSessionEpoch(clientID string, epoch uint64) {
 // OfflineSessions lists the persistent sessions with no connection that
 // are neither moving to nor arriving from another node.
 func (s *Server) OfflineSessions() []string {
-	var ids []string
-	for _, ss := range s.sessionList() {
-		ss.mu.Lock()
-		if ss.persistent && ss.conn == nil && !ss.moving && !ss.importing && !ss.ended {
-			ids = append(ids, ss.id)
-		}
-		ss.mu.Unlock()
-	}
-	return ids
+	return s.sessionIDs(func(ss *session) bool {
+		return ss.persistent && ss.conn == nil && !ss.moving && !ss.importing
+	})
 }
 
 // MovingSessions lists the client ids of sessions handed over to another
 // node whose move has not finished (HandOver, and no FinishHandOver yet).
 func (s *Server) MovingSessions() []string {
+	return s.sessionIDs(func(ss *session) bool { return ss.moving })
+}
+
+// sessionIDs lists the client ids of the sessions that have not ended and
+// for which pick, called under the session's lock, reports true.
+func (s *Server) sessionIDs(pick func(*session) bool) []string {
 	var ids []string
 	for _, ss := range s.sessionList() {
 		ss.mu.Lock()
-		if ss.moving && !ss.ended {
+		if !ss.ended && pick(ss) {
 			ids = append(ids, ss.id)
 		}
 		ss.mu.Unlock()
@@ -212,13 +212,5 @@ func (s *Server) CloseConnections(pick func(willID string) bool) int {
 // PersistentSessions lists the client ids of this broker's sessions that
 // outlive their connections.
 func (s *Server) PersistentSessions() []string {
-	var ids []string
-	for _, ss := range s.sessionList() {
-		ss.mu.Lock()
-		if ss.persistent && !ss.ended {
-			ids = append(ids, ss.id)
-		}
-		ss.mu.Unlock()
-	}
-	return ids
+	return s.sessionIDs(func(ss *session) bool { return ss.persistent })
 }

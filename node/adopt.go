@@ -134,40 +134,48 @@ func (n *Node) adopt(b *broker.Server, s fsm.Session, downAt int64) {
 func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 	now := time.Now()
 	held := map[string]bool{}
-	for _, id := range b.OfflineSessions() {
+	// ownerOf returns the cluster's record of session id when it names
+	// another node as the owner (a zero Session otherwise), and how long
+	// these checks have seen it so (0 the first time).
+	ownerOf := func(id string) (fsm.Session, time.Duration) {
 		held[id] = true
 		s, ok := n.fsm.Session(id)
 		if !ok || s.Owner == "" || s.Owner == n.cfg.NodeID {
 			delete(foreign, id)
-			continue
+			return fsm.Session{}, 0
 		}
 		first, seen := foreign[id]
 		if !seen {
 			foreign[id] = now
+			return s, 0
+		}
+		return s, now.Sub(first)
+	}
+	routes := map[string]map[string]bool{} // owner -> its routed filters, read once per check
+	for _, id := range b.OfflineSessions() {
+		s, since := ownerOf(id)
+		if since == 0 {
 			continue
 		}
 		grace := foreignGrace
-		if n.routesAll(s.Owner, s.Subscriptions) {
+		if n.routesAll(routes, s.Owner, s.Subscriptions) {
 			grace = routedGrace
 		}
-		if now.Sub(first) >= grace && n.tr.PeerConnected(s.Owner) {
+		if since >= grace && n.tr.PeerConnected(s.Owner) {
 			n.handOn(b, id, s.Owner)
 			delete(foreign, id)
 		}
 	}
 	for _, id := range b.MovingSessions() {
-		held[id] = true
-		s, ok := n.fsm.Session(id)
-		if !ok || s.Owner == "" || s.Owner == n.cfg.NodeID || !n.routesAll(s.Owner, s.Subscriptions) {
+		s, since := ownerOf(id)
+		if s.Owner == "" {
+			continue
+		}
+		if !n.routesAll(routes, s.Owner, s.Subscriptions) {
 			delete(foreign, id)
 			continue
 		}
-		first, seen := foreign[id]
-		if !seen {
-			foreign[id] = now
-			continue
-		}
-		if now.Sub(first) >= foreignGrace && n.tr.PeerConnected(s.Owner) {
+		if since >= foreignGrace && n.tr.PeerConnected(s.Owner) {
 			n.log.Info("move not finished by the session's owner, which routes it; ending it", "client_id", id, "owner", s.Owner)
 			b.EndMove(id)
 			delete(foreign, id)
@@ -181,13 +189,18 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 }
 
 // routesAll reports whether the cluster routes every non-shared
-// subscription of subs to node.
-func (n *Node) routesAll(node string, subs []fsm.Subscription) bool {
-	routed := map[string]bool{}
-	for _, r := range n.fsm.RoutesOf(node) {
-		if r.Group == "" {
-			routed[r.Filter] = true
+// subscription of subs to node; routes caches each node's routed filters
+// across calls.
+func (n *Node) routesAll(routes map[string]map[string]bool, node string, subs []fsm.Subscription) bool {
+	routed, ok := routes[node]
+	if !ok {
+		routed = map[string]bool{}
+		for _, r := range n.fsm.RoutesOf(node) {
+			if r.Group == "" {
+				routed[r.Filter] = true
+			}
 		}
+		routes[node] = routed
 	}
 	own := 0
 	for _, sub := range subs {

@@ -14,8 +14,6 @@ import (
 	"github.com/mqcluster/mqcluster/broker"
 	"github.com/mqcluster/mqcluster/broker/packet"
 	"github.com/mqcluster/mqcluster/broker/store"
-	"github.com/mqcluster/mqcluster/fsm"
-	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
 // startBrokers runs a broker on every node of c, each on its own loopback
@@ -603,16 +601,15 @@ func TestHealedRoutesLeaveOutCopiesOfSessionsLivingElsewhere(t *testing.T) {
 	// the leader drops node-0's routes (as for a node it took for dead).
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	claim, _ := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: "heal-copy", NodeId: "node-1", Epoch: f.NextEpoch(), ExpirySeconds: 600}}})
-	for _, cmd := range [][]byte{claim, routeCmd(t, "node-0", "copy/#", 0), routeCmd(t, "node-0", "own/#", 0)} {
-		idx, err := c.nodes[1].Propose(ctx, cmd)
-		if err != nil {
+	idx := lateClaim(t, c, "heal-copy", 1)
+	for _, cmd := range [][]byte{routeCmd(t, "node-0", "copy/#", 0), routeCmd(t, "node-0", "own/#", 0)} {
+		var err error
+		if idx, err = c.nodes[1].Propose(ctx, cmd); err != nil {
 			t.Fatal(err)
 		}
-		if err := f.WaitApplied(ctx, idx); err != nil {
-			t.Fatal(err)
-		}
+	}
+	if err := f.WaitApplied(ctx, idx); err != nil { // node-0 has applied all three
+		t.Fatal(err)
 	}
 	if !c.nodes[0].brk.Load().HasSession("heal-copy") {
 		t.Fatal("node-0 no longer holds its copy of heal-copy: nothing to show")

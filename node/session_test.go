@@ -46,6 +46,22 @@ func waitOwner(t *testing.T, c *testCluster, clientID, owner string) {
 	})
 }
 
+// lateClaim records in the cluster a claim of clientID's session by node
+// i, at the next epoch with a 600 s expiry, without that node's broker: as
+// a claim committed after its node gave up on the connection, or made
+// across a partition, would. It returns once node i has applied it.
+func lateClaim(t *testing.T, c *testCluster, clientID string, i int) uint64 {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx, err := c.nodes[i].proposeApplied(ctx, &pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+		ClientId: clientID, NodeId: c.nodes[i].ID(), Epoch: c.nodes[i].FSM().NextEpoch(), ExpirySeconds: 600}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return idx
+}
+
 // offlineSession leaves on addr a persistent session of id subscribed to
 // filter, with no connection, and returns the device that reads it.
 func offlineSession(t *testing.T, addr, id, filter string, qos byte) *deviceState {
@@ -967,16 +983,7 @@ func TestSessionFoundBesideAnEmptyOwner(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "beside-pub")
 	dev := offlineSession(t, addrs[0], "beside", "beside/#", 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: "beside", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
-		t.Fatal(err)
-	}
+	lateClaim(t, c, "beside", 1)
 	publishN(t, pub, "beside", "b", 0, 10) // queued on node 0, which still holds the session
 	b, ack := rawConnect(t, addrs[2], "beside", dev, false, 600)
 	if !ack.SessionPresent {
@@ -995,16 +1002,7 @@ func TestSessionFoundByTheEmptyOwnerItself(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "self-pub")
 	dev := offlineSession(t, addrs[0], "self", "self/#", 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: "self", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
-		t.Fatal(err)
-	}
+	lateClaim(t, c, "self", 1)
 	publishN(t, pub, "self", "s", 0, 10) // queued on node 0, which still holds the session
 	b, ack := rawConnect(t, addrs[1], "self", dev, false, 600)
 	if !ack.SessionPresent {
@@ -1024,16 +1022,7 @@ func TestSessionResumedWhereItIsBesideAnEmptyOwner(t *testing.T) {
 	pub := dial(t, addrs[2], "here-pub")
 	dev := offlineSession(t, addrs[0], "here", "here/#", 2)
 	publishN(t, pub, "here", "h", 0, 10) // queued on node 0
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: "here", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
-		t.Fatal(err)
-	}
+	lateClaim(t, c, "here", 1)
 	b, ack := rawConnect(t, addrs[0], "here", dev, false, 600)
 	if !ack.SessionPresent {
 		t.Fatal("CONNACK on node 0: session present 0, want 1")
@@ -1050,17 +1039,8 @@ func TestHandOnToAnEmptyOwnerKeepsTheMessages(t *testing.T) {
 	c, addrs := brokerCluster(t)
 	pub := dial(t, addrs[2], "empty-pub")
 	dev := offlineSession(t, addrs[0], "empty", "empty/#", 2)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	publishN(t, pub, "empty", "e", 0, 10) // queued on node 0
-	claim, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: "empty", NodeId: "node-1", Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.nodes[1].Propose(ctx, claim); err != nil {
-		t.Fatal(err)
-	}
+	lateClaim(t, c, "empty", 1)
 	// Node 0 hands its copy on to node 1 (after foreignGrace).
 	eventually(t, 15*time.Second, func() error {
 		if c.nodes[0].brk.Load().HasSession("empty") {
