@@ -118,17 +118,13 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 	}
 	var ops []StoreOp
 	var start *conn
-	// Handed-on messages are older than the deliveries held back while
-	// the session is arriving ([MQTT-4.6.0-6]: a publisher's messages
-	// reached the node the session left before its node routed them
-	// here): they go into the queue, ahead of those.
+	// Handed-on messages go into the queue, even while the session is
+	// arriving (they may be what it waits for), and take their places
+	// there by the order their nodes received them (orderQueueLocked):
+	// ahead of younger messages from the same node, and behind older
+	// ones that the rest of a move brings later.
 	importing := ss.importing
 	ss.importing = false
-	var later []outMsg
-	if ss.held {
-		// The queue waits for older messages: these are they.
-		later = ss.takeQueueLocked()
-	}
 	resent := false
 	for _, d := range ds {
 		if held.has(d.Msg) || s.recent.has(clientID, d.Msg) {
@@ -137,7 +133,7 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 		if d.PacketID != 0 && d.QoS == 2 {
 			// It may have reached the client under that packet id: sent
 			// again as the same flow, with DUP, if the id is free here.
-			if !ss.takeIDLocked(d.PacketID, later, &ops) {
+			if !ss.takeIDLocked(d.PacketID, &ops) {
 				s.stats.PassOnFailures.Add(1)
 				s.log.Warn("handed-on QoS 2 message not delivered: its packet id is in flight here for another message",
 					"client_id", clientID, "packet_id", d.PacketID, "topic", d.Msg.Topic)
@@ -154,7 +150,7 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 			start = c
 		}
 	}
-	ops = ss.requeueLocked(later, ops)
+	ops = ss.orderQueueLocked(ops)
 	if resent && ss.conn != nil {
 		ss.refill()
 		start = ss.conn

@@ -335,6 +335,7 @@ func (s *Server) importRecord(ss *session, rec *SessionRecord, seen msgSet, wait
 			ops = append(ops, StoreOp{Kind: OpAddRel, ClientID: ss.id, PacketID: id})
 		}
 	}
+	ops = ss.orderQueueLocked(ops)
 	ss.importing = held
 	start := ss.conn
 	if start != nil {
@@ -376,6 +377,7 @@ func (s *Server) releasePending(ss *session, seen msgSet) {
 			start = c
 		}
 	}
+	ops = ss.orderQueueLocked(ops)
 	ss.mu.Unlock()
 	s.commitOps(append(ops, stale...), true)
 	if start != nil {

@@ -87,9 +87,8 @@ func (s *Server) HoldRelease(clientID string) {
 // it at the client: a queued message that holds it (never sent, so its
 // client does not know it) gets another id, here and in the store; a
 // message in flight with it keeps it, and takeIDLocked reports false.
-// also are queued messages taken out of the queue for a moment. Caller
-// holds ss.mu.
-func (ss *session) takeIDLocked(id uint16, also []outMsg, ops *[]StoreOp) bool {
+// Caller holds ss.mu.
+func (ss *session) takeIDLocked(id uint16, ops *[]StoreOp) bool {
 	if ss.usedIDs == nil || ss.usedIDs[id>>6]&(1<<(id&63)) == 0 {
 		ss.markID(id)
 		return true
@@ -100,7 +99,7 @@ func (ss *session) takeIDLocked(id uint16, also []outMsg, ops *[]StoreOp) bool {
 		}
 	}
 	moved := false
-	renumber := func(o *outMsg) {
+	ss.queue.each(func(o *outMsg) {
 		if moved || o.packetID != id || o.dup {
 			return
 		}
@@ -109,10 +108,6 @@ func (ss *session) takeIDLocked(id uint16, also []outMsg, ops *[]StoreOp) bool {
 			*ops = append(*ops, StoreOp{Kind: OpPutMessage, ClientID: ss.id, Message: o.record()})
 		}
 		moved = true
-	}
-	ss.queue.each(renumber)
-	for i := range also {
-		renumber(&also[i])
-	}
+	})
 	return moved // id stays marked: it is the handed-on message's now
 }

@@ -81,11 +81,7 @@ func (s *Server) passOn(m *Message, ack ackTo) ackTo {
 	if sc == nil || m.SharedOnly {
 		return ack
 	}
-	type out struct {
-		owner, client string
-		d             SessionDelivery
-	}
-	var outs []out
+	var outs []passOut
 	now := time.Now()
 	ms := &s.moved
 	ms.mu.Lock()
@@ -111,7 +107,7 @@ func (s *Server) passOn(m *Message, ack ackTo) ackTo {
 			matched = true
 		}
 		if matched {
-			outs = append(outs, out{mv.owner, id, d})
+			outs = append(outs, passOut{mv.owner, id, d})
 		}
 	}
 	ms.n.Store(int32(len(ms.m)))
@@ -119,7 +115,7 @@ func (s *Server) passOn(m *Message, ack ackTo) ackTo {
 	if len(outs) == 0 {
 		return ack
 	}
-	var sent []out
+	var sent []passOut
 	s.mu.Lock()
 	for _, o := range outs {
 		if _, back := s.sessions[o.client]; !back {
@@ -127,7 +123,19 @@ func (s *Server) passOn(m *Message, ack ackTo) ackTo {
 		}
 	}
 	s.mu.Unlock()
-	if len(sent) == 0 {
+	return s.passOnAll(sc, sent, ack)
+}
+
+// passOut is a delivery for a session that moved to owner.
+type passOut struct {
+	owner, client string
+	d             SessionDelivery
+}
+
+// passOnAll passes outs on and returns the acknowledgement to use instead
+// of ack: it also waits for them.
+func (s *Server) passOnAll(sc SessionCluster, outs []passOut, ack ackTo) ackTo {
+	if len(outs) == 0 {
 		return ack
 	}
 	// A message another node forwarded is passed on without holding up
@@ -137,13 +145,13 @@ func (s *Server) passOn(m *Message, ack ackTo) ackTo {
 	var j *joinAcks
 	if ack.batch == nil {
 		j = &joinAcks{ack: ack, srv: s}
-		j.left.Store(int32(len(sent)) + 1)
+		j.left.Store(int32(len(outs)) + 1)
 	}
-	for _, o := range sent {
+	for _, o := range outs {
 		s.stats.PassedOn.Add(1)
 		sc.PassOn(o.owner, o.client, o.d, func(err error) {
 			if err != nil {
-				s.passOnFailed(o.client, o.owner, m.Topic, err)
+				s.passOnFailed(o.client, o.owner, o.d.Msg.Topic, err)
 				if j != nil {
 					j.failed.Store(true)
 				}

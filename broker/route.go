@@ -165,8 +165,24 @@ func (s *Server) place(m *Message, preps []prepared, ack ackTo, retain bool, kic
 	if retain {
 		s.retainInMemory(m)
 	}
+	var late []passOut
 	for i := range preps {
-		preps[i].sess.place(preps[i].o, kicker)
+		ss := preps[i].sess
+		if ss.place(preps[i].o, kicker) {
+			continue
+		}
+		// The session moved to another node between the two steps (the
+		// second step of its move took what it held): the message
+		// follows it there.
+		if owner, ok := s.movedTo(ss.id); ok {
+			o := &preps[i].o
+			late = append(late, passOut{owner, ss.id, SessionDelivery{Msg: m, QoS: o.qos, Retain: o.retain, SubIDs: o.subIDs}})
+		}
+	}
+	if len(late) > 0 {
+		if sc := s.sessionCluster(); sc != nil {
+			ack = s.passOnAll(sc, late, ack)
+		}
 	}
 	ack.send(kicker)
 }

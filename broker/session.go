@@ -186,11 +186,17 @@ func (ss *session) deliverLocked(o outMsg, ops []StoreOp) ([]StoreOp, *conn) {
 // kicker, when not nil, is the connection whose reader goroutine runs this:
 // it starts the writer at the end of its read burst instead of a goroutine
 // being started now.
-func (ss *session) place(o outMsg, kicker *conn) {
+// It reports false when the session has ended since prepare.
+func (ss *session) place(o outMsg, kicker *conn) bool {
 	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return false
+	}
 	start := ss.placeLocked(o)
 	ss.mu.Unlock()
 	startWriter(start, kicker)
+	return true
 }
 
 // startWriter starts the writer of c (nil: nothing to start), through

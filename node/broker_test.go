@@ -44,6 +44,9 @@ func startBrokerWith(t *testing.T, nd *Node, opts broker.Options) (string, *brok
 func startBrokerConfig(t *testing.T, nd *Node, cfg broker.Config, opts broker.Options) (string, *broker.Server) {
 	t.Helper()
 	opts.Cluster = nd
+	if opts.Logger == nil {
+		opts.Logger = testLogger(t).With("node", nd.ID(), "part", "broker")
+	}
 	srv, err := broker.New(cfg, opts)
 	if err != nil {
 		t.Fatal(err)

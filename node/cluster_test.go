@@ -1,11 +1,13 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +16,51 @@ import (
 	"github.com/mqcluster/mqcluster/fsm"
 	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
+
+// testLogger is where a test's nodes and brokers log: stderr with -v,
+// otherwise a buffer shown only when the test fails.
+func testLogger(t *testing.T) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: slog.LevelInfo}
+	if testing.Verbose() {
+		return slog.New(slog.NewTextHandler(os.Stderr, opts))
+	}
+	testLogsMu.Lock()
+	defer testLogsMu.Unlock()
+	if l, ok := testLogs[t]; ok {
+		return l.log
+	}
+	l := &testLog{}
+	l.log = slog.New(slog.NewTextHandler(l, opts))
+	testLogs[t] = l
+	t.Cleanup(func() {
+		testLogsMu.Lock()
+		delete(testLogs, t)
+		testLogsMu.Unlock()
+		if t.Failed() {
+			l.mu.Lock()
+			t.Logf("logs of the nodes and brokers:\n%s", l.buf.String())
+			l.mu.Unlock()
+		}
+	})
+	return l.log
+}
+
+var (
+	testLogsMu sync.Mutex
+	testLogs   = map[*testing.T]*testLog{}
+)
+
+type testLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+	log *slog.Logger
+}
+
+func (l *testLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
 
 // testCluster runs n nodes in this process on loopback ports with real
 // Raft storage in temporary directories.
@@ -33,9 +80,7 @@ func newCluster(t *testing.T, n int, opts ...func(*Config)) *testCluster {
 		cfg.BootstrapExpect = n
 		cfg.FastGossip = true
 		cfg.ReconcileInterval = 100 * time.Millisecond
-		if testing.Verbose() {
-			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-		}
+		cfg.Logger = testLogger(t).With("node", cfg.NodeID)
 		if i > 0 {
 			cfg.Join = []string{c.nodes[0].GossipAddr()}
 		}
