@@ -72,6 +72,10 @@ type SessionTransfer struct {
 	// Hold: other nodes than the one Finish asks may hold older messages
 	// of the session; its queue waits for them (HoldRelease, hold.go).
 	Hold bool
+	// Discard: the cluster knows no such session (it expired, or ended,
+	// elsewhere). A copy this node still holds is stale: it is discarded
+	// as by a clean start, and the client gets session present 0.
+	Discard bool
 }
 
 // WillRecord is a will as the cluster keeps it.

@@ -43,7 +43,7 @@ func (s *Server) attach(c *conn, cp *packet.Connect, ack *packet.Connack, tr *Se
 			ss.conn = nil
 			oc.disconnect(packet.SessionTakenOver)
 		}
-		if cp.CleanStart {
+		if cp.CleanStart || tr != nil && tr.Discard {
 			s.endSessionLocked(ss)
 			ss.mu.Unlock()
 			ended, ss = ss, nil

@@ -116,6 +116,10 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	// with the second step of the move) that are down.
 	hold := func(from string) bool { return !req.CleanStart && n.holdWorthy(holders, from) }
 	if !known {
+		// No session to resume anywhere: a copy of one held here is
+		// stale (the session expired, [MQTT-4.1.0-2], or ended where it
+		// lived), and the client starts anew with session present 0.
+		tr.Discard = true
 		n.kickElsewhere(req.ClientID)
 		return tr, nil
 	}

@@ -1031,6 +1031,52 @@ func TestSessionResumedWhereItIsBesideAnEmptyOwner(t *testing.T) {
 	b.disconnect()
 }
 
+// A copy of a session kept on a node after the session ended where it
+// lived (it expired there) is not resumed: the cluster knows no such
+// session, the client starts anew with session present 0 and without the
+// copy's subscriptions (jepsen-lite: the 8 s subscriber resumed such a
+// copy and was told its session was present, without subscriptions in
+// the cluster's record; 2,024 messages owed to it by that answer).
+func TestStaleCopyOfAnEndedSessionIsNotResumed(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	offlineSession(t, addrs[1], "ended", "ended/#", 1)
+	waitOwner(t, c, "ended", "node-1")
+	// The session ends where the cluster records it, and the record goes;
+	// node 1's copy stays (as a copy left on a node the session moved
+	// from, cut off then, would).
+	s, _ := c.nodes[0].FSM().Session("ended")
+	del, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{ClientId: "ended", Epoch: s.Epoch}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	idx, err := c.nodes[1].Propose(ctx, del)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.nodes[1].FSM().WaitApplied(ctx, idx); err != nil {
+		t.Fatal(err)
+	}
+	if !c.nodes[1].brk.Load().HasSession("ended") {
+		t.Fatal("node 1 no longer holds its copy: nothing to show")
+	}
+	dev := newDeviceState()
+	b, ack := rawConnect(t, addrs[1], "ended", dev, false, 600)
+	if ack.SessionPresent {
+		t.Fatal("CONNACK: session present 1 for a session the cluster ended, want 0")
+	}
+	pub := dial(t, addrs[2], "ended-pub")
+	if _, err := pub.Publish(ctx, &paho.Publish{Topic: "ended/x", QoS: 1, Payload: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	if got, _ := dev.deliveries(); len(got) != 0 {
+		t.Fatalf("the new session got %v through the stale copy's subscription", got)
+	}
+	b.disconnect()
+}
+
 // Messages handed on to a node the cluster records as a session's owner,
 // though it holds no such session (its claim was committed after it gave
 // up on the connection), wait there in the session the cluster recorded
