@@ -27,7 +27,8 @@ func applySessionClaim(s *state, op *pb.SessionClaim) (kinds, error) {
 	if s.removed(node) {
 		return 0, fmt.Errorf("%w: session_claim from %q", ErrNodeRemoved, node)
 	}
-	next := &Session{ClientID: id, Owner: node, Epoch: epoch, ExpirySeconds: op.GetExpirySeconds(), Connected: true}
+	next := &Session{ClientID: id, Owner: node, Epoch: epoch, ExpirySeconds: op.GetExpirySeconds(), Connected: true,
+		ClaimedAtUnixMs: op.GetClaimedAtUnixMs()}
 	if old != nil && !op.GetCleanStart() {
 		next.Subscriptions = old.Subscriptions // immutable, shared
 		next.Holders = claimHolders(old, node)
@@ -171,7 +172,7 @@ func sameSession(a, b *Session) bool {
 	return a.ClientID == b.ClientID && a.Owner == b.Owner && a.Epoch == b.Epoch &&
 		a.ExpirySeconds == b.ExpirySeconds && a.Connected == b.Connected &&
 		a.DisconnectedAtUnixMs == b.DisconnectedAtUnixMs && slices.Equal(a.Subscriptions, b.Subscriptions) &&
-		slices.Equal(a.Holders, b.Holders)
+		slices.Equal(a.Holders, b.Holders) && a.ClaimedAtUnixMs == b.ClaimedAtUnixMs
 }
 
 func subscriptionsFromProto(in []*pb.Subscription) ([]Subscription, error) {

@@ -39,6 +39,9 @@ func randomCommands(seed uint64, n int) []*pb.Command {
 			if rng.IntN(4) == 0 {
 				c.GetSessionClaim().CleanStart = true
 			}
+			if e%2 == 0 { // no draw: the seeds' logs stay as they were
+				c.GetSessionClaim().ClaimedAtUnixMs = 1_700_000_000_000 + int64(e)
+			}
 		case k == 8:
 			id := client()
 			fs := make([]string, rng.IntN(4))

@@ -312,7 +312,7 @@ func (b *builder) add(rec *pb.SnapshotRecord) error {
 			ClientID: v.GetClientId(), Owner: v.GetOwnerNodeId(), Epoch: v.GetEpoch(),
 			ExpirySeconds: v.GetExpirySeconds(), Connected: v.GetConnected(),
 			DisconnectedAtUnixMs: v.GetDisconnectedAtUnixMs(), Subscriptions: subs,
-			Holders: slices.Clone(v.GetHolders()),
+			Holders: slices.Clone(v.GetHolders()), ClaimedAtUnixMs: v.GetClaimedAtUnixMs(),
 		}
 	case *pb.SnapshotRecord_Will:
 		v := r.Will
@@ -397,6 +397,7 @@ func sessionToProto(v *Session) *pb.SessionRecord {
 		ClientId: v.ClientID, OwnerNodeId: v.Owner, Epoch: v.Epoch, ExpirySeconds: v.ExpirySeconds,
 		Connected: v.Connected, DisconnectedAtUnixMs: v.DisconnectedAtUnixMs,
 		Subscriptions: subscriptionsToProto(v.Subscriptions), Holders: v.Holders,
+		ClaimedAtUnixMs: v.ClaimedAtUnixMs,
 	}
 }
 

@@ -57,6 +57,9 @@ type Session struct {
 	// delivers nothing queued while there are holders (up to a bound), so
 	// that older messages are not overtaken.
 	Holders []string
+	// ClaimedAtUnixMs is the claiming node's clock at the claim (0:
+	// unknown, or claimed before a node recorded it).
+	ClaimedAtUnixMs int64
 }
 
 // Will is the will message of one connection.

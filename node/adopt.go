@@ -106,7 +106,8 @@ func (n *Node) adopt(b *broker.Server, s fsm.Session, downAt int64) {
 	}
 	epoch := n.fsm.NextEpoch()
 	claim, _ := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: s.ClientID, NodeId: n.cfg.NodeID, Epoch: epoch, ExpirySeconds: s.ExpirySeconds}}})
+		ClientId: s.ClientID, NodeId: n.cfg.NodeID, Epoch: epoch, ExpirySeconds: s.ExpirySeconds,
+		ClaimedAtUnixMs: time.Now().UnixMilli()}}})
 	if _, err := n.Propose(ctx, claim); err != nil {
 		n.log.Debug("orphaned session not claimed", "client_id", s.ClientID, "err", err)
 		return
@@ -128,7 +129,9 @@ func (n *Node) adopt(b *broker.Server, s fsm.Session, downAt int64) {
 // as another node's for longer than foreignGrace, or routedGrace when that
 // node routes every subscription of the session itself: the copy here would
 // only collect again what reaches the session there (local publishers
-// keep delivering into it), and hand it on as duplicates. A move whose
+// keep delivering into it), and hand it on as duplicates. The grace is
+// for the owner's own takeover to reach this node first; it counts from
+// the claim when this node applied the claim late. A move whose
 // second step has not come for foreignGrace while the owner routes the
 // session ends the same way (the new node gave up waiting for it).
 func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
@@ -136,8 +139,11 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 	held := map[string]bool{}
 	// ownerOf returns the cluster's record of session id when it names
 	// another node as the owner (a zero Session otherwise), and how long
-	// these checks have seen it so (0 the first time).
-	ownerOf := func(id string) (fsm.Session, time.Duration) {
+	// these checks have seen it so (0 the first time); with fromClaim,
+	// since the claim when its time is known and earlier (this node
+	// applied it late, cut off then: the owner's takeover gave up on
+	// reaching it meanwhile).
+	ownerOf := func(id string, fromClaim bool) (fsm.Session, time.Duration) {
 		held[id] = true
 		s, ok := n.fsm.Session(id)
 		if !ok || s.Owner == "" || s.Owner == n.cfg.NodeID {
@@ -146,15 +152,20 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 		}
 		first, seen := foreign[id]
 		if !seen {
+			first = now
 			foreign[id] = now
-			return s, 0
+		}
+		if fromClaim && s.ClaimedAtUnixMs > 0 {
+			if at := time.UnixMilli(s.ClaimedAtUnixMs); at.Before(first) {
+				first = at
+			}
 		}
 		return s, now.Sub(first)
 	}
 	routes := map[string]map[string]bool{} // owner -> its routed filters, read once per check
 	for _, id := range b.OfflineSessions() {
-		s, since := ownerOf(id)
-		if since == 0 {
+		s, since := ownerOf(id, true)
+		if s.Owner == "" {
 			continue
 		}
 		grace := foreignGrace
@@ -167,7 +178,7 @@ func (n *Node) dropForeign(b *broker.Server, foreign map[string]time.Time) {
 		}
 	}
 	for _, id := range b.MovingSessions() {
-		s, since := ownerOf(id)
+		s, since := ownerOf(id, false)
 		if s.Owner == "" {
 			continue
 		}

@@ -69,7 +69,8 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	var idx uint64
 	for attempt := 0; ; attempt++ {
 		cmd, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-			ClientId: req.ClientID, NodeId: n.cfg.NodeID, Epoch: epoch, ExpirySeconds: expiry, CleanStart: req.CleanStart}}})
+			ClientId: req.ClientID, NodeId: n.cfg.NodeID, Epoch: epoch, ExpirySeconds: expiry, CleanStart: req.CleanStart,
+			ClaimedAtUnixMs: time.Now().UnixMilli()}}})
 		if err != nil {
 			return nil, err
 		}

@@ -1199,3 +1199,55 @@ func TestExpiredSessionRecordIsNotResumed(t *testing.T) {
 	}
 	b.disconnect()
 }
+
+// A node that applies another node's claim of a session it holds only
+// late (it was cut off when the claim was made, and the new owner's
+// takeover gave up on it) hands its copy on at once: the grace that lets
+// the new owner's own takeover come first counts from the claim. A copy
+// that waited longer went on collecting what the session's client got at
+// its new node meanwhile, and handed it on later to a node that no longer
+// knew it had been delivered (jepsen-lite: 30 QoS 2 duplicates, [MQTT-4.3.3-2]).
+// A fresh claim still leaves the grace to the takeover.
+func TestCopyOfASessionClaimedLongAgoIsHandedOnAtOnce(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	offlineSession(t, addrs[0], "late", "late/#", 2)
+	offlineSession(t, addrs[0], "fresh", "fresh/#", 2)
+	waitOwner(t, c, "late", "node-0")
+	waitOwner(t, c, "fresh", "node-0")
+	pub := dial(t, addrs[2], "late-pub")
+	pctx, pcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer pcancel()
+	if _, err := pub.Publish(pctx, &paho.Publish{Topic: "late/x", QoS: 2, Payload: []byte("queued")}); err != nil {
+		t.Fatal(err)
+	}
+	claim := func(clientID string, at time.Time) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		idx, err := c.nodes[1].proposeApplied(ctx, &pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
+			ClientId: clientID, NodeId: c.nodes[1].ID(), Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600,
+			ClaimedAtUnixMs: at.UnixMilli()}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.nodes[0].FSM().WaitApplied(ctx, idx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim("late", time.Now().Add(-2*foreignGrace))
+	claim("fresh", time.Now())
+	b := c.nodes[0].brk.Load()
+	c.nodes[0].dropForeign(b, map[string]time.Time{})
+	if b.HasSession("late") {
+		t.Error("node 0 kept its copy of a session node 1 claimed long ago")
+	}
+	if !b.HasSession("fresh") {
+		t.Error("node 0 handed on a session node 1 has just claimed, before its takeover could come")
+	}
+	// What the copy queued is at the session's owner.
+	eventually(t, 5*time.Second, func() error {
+		if !c.nodes[1].brk.Load().HasSession("late") {
+			return fmt.Errorf("node 1 holds no session late")
+		}
+		return nil
+	})
+}

@@ -413,9 +413,13 @@ type SessionClaim struct {
 	ExpirySeconds uint32                 `protobuf:"varint,4,opt,name=expiry_seconds,json=expirySeconds,proto3" json:"expiry_seconds,omitempty"`
 	// clean_start: start from an empty subscription list (MQTT Clean Start /
 	// 3.1.1 clean session with a session that must still be persistent).
-	CleanStart    bool `protobuf:"varint,5,opt,name=clean_start,json=cleanStart,proto3" json:"clean_start,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	CleanStart bool `protobuf:"varint,5,opt,name=clean_start,json=cleanStart,proto3" json:"clean_start,omitempty"`
+	// claimed_at_unix_ms: the claiming node's clock when it made the claim
+	// (0: unknown). Other nodes tell a claim they apply late (they were cut
+	// off) from one whose takeover is still under way.
+	ClaimedAtUnixMs int64 `protobuf:"varint,6,opt,name=claimed_at_unix_ms,json=claimedAtUnixMs,proto3" json:"claimed_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SessionClaim) Reset() {
@@ -481,6 +485,13 @@ func (x *SessionClaim) GetCleanStart() bool {
 		return x.CleanStart
 	}
 	return false
+}
+
+func (x *SessionClaim) GetClaimedAtUnixMs() int64 {
+	if x != nil {
+		return x.ClaimedAtUnixMs
+	}
+	return 0
 }
 
 // Subscription is one subscription of a persistent session, with its MQTT 5.0
@@ -1356,14 +1367,15 @@ const file_mqcluster_v1_command_proto_rawDesc = "" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\x12\x14\n" +
 	"\x05group\x18\x03 \x01(\tR\x05group\x12\x18\n" +
-	"\amembers\x18\x04 \x01(\rR\amembers\"\xa2\x01\n" +
+	"\amembers\x18\x04 \x01(\rR\amembers\"\xcf\x01\n" +
 	"\fSessionClaim\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x17\n" +
 	"\anode_id\x18\x02 \x01(\tR\x06nodeId\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12%\n" +
 	"\x0eexpiry_seconds\x18\x04 \x01(\rR\rexpirySeconds\x12\x1f\n" +
 	"\vclean_start\x18\x05 \x01(\bR\n" +
-	"cleanStart\"\xd5\x01\n" +
+	"cleanStart\x12+\n" +
+	"\x12claimed_at_unix_ms\x18\x06 \x01(\x03R\x0fclaimedAtUnixMs\"\xd5\x01\n" +
 	"\fSubscription\x12\x16\n" +
 	"\x06filter\x18\x01 \x01(\tR\x06filter\x12\x10\n" +
 	"\x03qos\x18\x02 \x01(\rR\x03qos\x12\x19\n" +

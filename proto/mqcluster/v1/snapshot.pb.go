@@ -404,9 +404,10 @@ type SessionRecord struct {
 	Subscriptions        []*Subscription        `protobuf:"bytes,7,rep,name=subscriptions,proto3" json:"subscriptions,omitempty"`
 	// holders: nodes that may hold messages of the session its owner has
 	// not received (see SessionHandedOn).
-	Holders       []string `protobuf:"bytes,8,rep,name=holders,proto3" json:"holders,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Holders         []string `protobuf:"bytes,8,rep,name=holders,proto3" json:"holders,omitempty"`
+	ClaimedAtUnixMs int64    `protobuf:"varint,9,opt,name=claimed_at_unix_ms,json=claimedAtUnixMs,proto3" json:"claimed_at_unix_ms,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *SessionRecord) Reset() {
@@ -493,6 +494,13 @@ func (x *SessionRecord) GetHolders() []string {
 		return x.Holders
 	}
 	return nil
+}
+
+func (x *SessionRecord) GetClaimedAtUnixMs() int64 {
+	if x != nil {
+		return x.ClaimedAtUnixMs
+	}
+	return 0
 }
 
 type WillRecord struct {
@@ -779,7 +787,7 @@ const file_mqcluster_v1_snapshot_proto_rawDesc = "" +
 	"\amembers\x18\x03 \x03(\v2\x19.mqcluster.v1.RouteMemberR\amembers\"@\n" +
 	"\vRouteMember\x12\x17\n" +
 	"\anode_id\x18\x01 \x01(\tR\x06nodeId\x12\x18\n" +
-	"\amembers\x18\x02 \x01(\rR\amembers\"\xbe\x02\n" +
+	"\amembers\x18\x02 \x01(\rR\amembers\"\xeb\x02\n" +
 	"\rSessionRecord\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\"\n" +
 	"\rowner_node_id\x18\x02 \x01(\tR\vownerNodeId\x12\x14\n" +
@@ -788,7 +796,8 @@ const file_mqcluster_v1_snapshot_proto_rawDesc = "" +
 	"\tconnected\x18\x05 \x01(\bR\tconnected\x125\n" +
 	"\x17disconnected_at_unix_ms\x18\x06 \x01(\x03R\x14disconnectedAtUnixMs\x12@\n" +
 	"\rsubscriptions\x18\a \x03(\v2\x1a.mqcluster.v1.SubscriptionR\rsubscriptions\x12\x18\n" +
-	"\aholders\x18\b \x03(\tR\aholders\"\xb0\x02\n" +
+	"\aholders\x18\b \x03(\tR\aholders\x12+\n" +
+	"\x12claimed_at_unix_ms\x18\t \x01(\x03R\x0fclaimedAtUnixMs\"\xb0\x02\n" +
 	"\n" +
 	"WillRecord\x12\x17\n" +
 	"\awill_id\x18\x01 \x01(\tR\x06willId\x12\x1b\n" +
