@@ -194,14 +194,20 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	s.importRecord(ss, rec, seen, true)
 	if stale != nil && len(stale.Messages) > 0 {
 		// After what the move brought, less what the client had, as a
-		// hand-on. Only QoS 0 and 1: most of what the copy collected also
-		// reached the session where it was, and the delivery history the
-		// session brings covers only its last deliveredHistory messages;
-		// a QoS 1 message may come twice, a QoS 2 one must not.
+		// hand-on. Most of what the copy collected also reached the
+		// session where it was, and the delivery history the session
+		// brings covers only its last deliveredHistory messages: a QoS 1
+		// message may come twice, a QoS 2 one must not
+		// ([MQTT-4.3.3-2]). A QoS 2 message joins only when the history
+		// reaches back past it (it holds an older message of the node
+		// that received it) and does not have it: then it never reached
+		// the client where the session was. One that may have reached it
+		// from here (sent, its PUBREC not seen) stays out.
 		all, _ := HandOnDeliveries(stale)
+		covered := newHistoryStart(rec.Delivered)
 		ds := all[:0]
 		for _, d := range all {
-			if d.QoS < 2 {
+			if d.QoS < 2 || d.PacketID == 0 && covered.before(d.Msg) && !seen.has(d.Msg) && !s.recent.has(ss.id, d.Msg) {
 				ds = append(ds, d)
 			}
 		}
@@ -228,6 +234,30 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	// wait (in order) until the rest arrives or the move is given up.
 	s.log.Warn("session takeover not finished yet; finishing in the background", "client_id", ss.id, "err", err)
 	go s.finishLater(ss, tr.Finish, seen)
+}
+
+// historyStart is, per node, the lowest id of that node's messages in a
+// session's delivery history.
+type historyStart map[string]uint64
+
+func newHistoryStart(delivered []MessageRef) historyStart {
+	h := make(historyStart)
+	for _, d := range delivered {
+		if d.ID == 0 {
+			continue
+		}
+		if lo, ok := h[d.Node]; !ok || d.ID < lo {
+			h[d.Node] = d.ID
+		}
+	}
+	return h
+}
+
+// before reports whether the history holds a message that m's node
+// received before m: the history reaches back past m.
+func (h historyStart) before(m *Message) bool {
+	lo, ok := h[m.Node]
+	return ok && m.ID > lo
 }
 
 // installSubscriptions adds the subscriptions of rec that ss lacks, and
