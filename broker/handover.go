@@ -291,11 +291,20 @@ func (s *Server) installSubscriptions(ss *session, rec *SessionRecord) {
 	}
 }
 
+// moveHold bounds how long an arriving session holds back its deliveries
+// while the node it comes from does not answer the second step of the
+// move: past it they go out, and what that node held comes after them
+// when it answers (a reorder, where holding on would let a session whose
+// client comes and goes lose them with its expiry).
+const moveHold = 2 * time.Second
+
 // finishLater retries the second step of a move until it succeeds or the
 // previous node would have ended the session anyway (moveTimeout).
 func (s *Server) finishLater(ss *session, finish func(context.Context) (*SessionRecord, error), seen msgSet) {
-	deadline := time.Now().Add(s.moveTimeout())
+	start := time.Now()
+	deadline := start.Add(s.moveTimeout())
 	wait := 200 * time.Millisecond
+	released := false
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		tail, err := finish(ctx)
@@ -315,10 +324,18 @@ func (s *Server) finishLater(ss *session, finish func(context.Context) (*Session
 				"client_id", ss.id, "err", err)
 			break
 		}
+		if !released && time.Since(start) >= moveHold {
+			s.log.Warn("session takeover not finished: deliveries go out; what the previous node holds follows when it answers",
+				"client_id", ss.id, "err", err)
+			s.releasePending(ss, seen)
+			released = true
+		}
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Second)
 	}
-	s.releasePending(ss, seen)
+	if !released {
+		s.releasePending(ss, seen)
+	}
 }
 
 // importRecord adds the messages and QoS 2 state of a handed-over record
@@ -406,6 +423,9 @@ func (s *Server) releasePending(ss *session, seen msgSet) {
 		if seen.has(o.msg) {
 			continue
 		}
+		// Should the rest of the move bring it too (it comes after
+		// this, see finishLater), it is not delivered twice.
+		seen.add(o.msg)
 		var c *conn
 		if ops, c = ss.deliverLocked(o, ops); c != nil {
 			start = c
