@@ -327,15 +327,15 @@ func (s *Server) finishLater(ss *session, finish func(context.Context) (*Session
 		if !released && time.Since(start) >= moveHold {
 			s.log.Warn("session takeover not finished: deliveries go out; what the previous node holds follows when it answers",
 				"client_id", ss.id, "err", err)
-			s.releasePending(ss, seen)
+			// The session is still arriving all the same: should it move
+			// on meanwhile, its node waits for the rest (FinishHandOverTo).
+			s.placePending(ss, seen, false)
 			released = true
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Second)
 	}
-	if !released {
-		s.releasePending(ss, seen)
-	}
+	s.releasePending(ss, seen)
 }
 
 // importRecord adds the messages and QoS 2 state of a handed-over record
@@ -403,8 +403,14 @@ func (s *Server) importRecord(ss *session, rec *SessionRecord, seen msgSet, wait
 // while the session was moving are placed, less the ones seen in the
 // handed-over state.
 func (s *Server) releasePending(ss *session, seen msgSet) {
+	s.placePending(ss, seen, true)
+}
+
+// placePending places the deliveries held back while ss arrives and ends
+// the holding back; with arrived, the session has arrived whole.
+func (s *Server) placePending(ss *session, seen msgSet, arrived bool) {
 	ss.mu.Lock()
-	if ss.imported != nil {
+	if arrived && ss.imported != nil {
 		close(ss.imported)
 		ss.imported = nil
 	}
