@@ -69,6 +69,30 @@ func (c *moveCluster) ClaimSession(ctx context.Context, req SessionClaim) (*Sess
 	return &SessionTransfer{Epoch: 1, Record: &rec, Finish: finish}, nil
 }
 
+// resume connects with Clean Start 0 and a session expiry of 600 s: the
+// client wants its session back.
+func resume(cp *paho.Connect, _ *paho.ClientConfig) {
+	expiry := uint32(600)
+	cp.CleanStart = false
+	cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+}
+
+// leaveOffline connects clientID to srv with a session to keep and
+// disconnects it, and waits until srv holds the session offline.
+func leaveOffline(t *testing.T, srv *testServer, clientID string) {
+	t.Helper()
+	c := dialV5(t, srv.addr, clientID, resume)
+	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, func() error {
+		if ss := srv.sessionOf(clientID); ss == nil || ss.online() {
+			return fmt.Errorf("session not offline yet")
+		}
+		return nil
+	})
+}
+
 // A session arriving from another node knows what its client was
 // delivered there before it can take any message: a node handing on its
 // stale copy of the session (a message the client already had at QoS 2)
@@ -93,11 +117,7 @@ func TestArrivingSessionSkipsWhatItsClientHad(t *testing.T) {
 	}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
 	running.Store(srv)
-	expiry := uint32(600)
-	c := dialV5(t, srv.addr, "mover", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	})
+	c := dialV5(t, srv.addr, "mover", resume)
 	if err := <-handedOn; err != nil {
 		t.Fatal(err)
 	}
@@ -122,27 +142,13 @@ func TestMessagesHandedBackAfterAMoveAreDelivered(t *testing.T) {
 	mc := &moveCluster{record: SessionRecord{ClientID: "back", Version: byte(packet.V5), Expiry: 600,
 		Subscriptions: []Subscription{{Filter: "b/#", Real: "b/#", Opts: packet.SubOptions{QoS: 1}}}}}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	resume := func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	}
-	c := dialV5(t, srv.addr, "back", resume)
-	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
+	leaveOffline(t, srv, "back")
 	msgs := make([]SessionDelivery, 3)
 	for i := range msgs {
 		msgs[i] = SessionDelivery{Msg: &Message{Topic: "b/x", Payload: []byte(fmt.Sprintf("b-%d", i)), QoS: 1, Node: "node-9", ID: uint64(10 + i)}, QoS: 1}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	eventually(t, 5*time.Second, func() error {
-		if srv.sessionOf("back") == nil || srv.sessionOf("back").online() {
-			return fmt.Errorf("session not offline yet")
-		}
-		return nil
-	})
 	if err := srv.DeliverToSession(ctx, "back", msgs); err != nil {
 		t.Fatal(err)
 	}
@@ -155,7 +161,7 @@ func TestMessagesHandedBackAfterAMoveAreDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	// It comes back, and the messages follow by a hand-on.
-	c = dialV5(t, srv.addr, "back", resume)
+	c := dialV5(t, srv.addr, "back", resume)
 	if err := srv.DeliverToSession(ctx, "back", msgs); err != nil {
 		t.Fatal(err)
 	}
@@ -175,11 +181,7 @@ func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
 	mc := &moveCluster{record: SessionRecord{ClientID: "leaver", Version: byte(packet.V5), Expiry: 600,
 		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	dialV5(t, srv.addr, "leaver", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	})
+	dialV5(t, srv.addr, "leaver", resume)
 	if _, ok := srv.HandOver("leaver"); !ok {
 		t.Fatal("no session handed over")
 	}
@@ -224,11 +226,6 @@ func TestRestOfAReplacedSessionJoinsTheNewOne(t *testing.T) {
 		}
 	}
 	srv := startServer(t, &cfg, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	resume := func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	}
 	first := dialV5(t, srv.addr, "again", resume)
 	first.Disconnect(&paho.Disconnect{})
 	second := dialV5(t, srv.addr, "again", resume) // replaces the session still waiting for its rest
@@ -250,11 +247,7 @@ func TestArrivingSessionsRouteIsRecordedOnceTheClusterCan(t *testing.T) {
 		Subscriptions: []Subscription{{Filter: "m/#", Real: "m/#", Opts: packet.SubOptions{QoS: 2}}}}}
 	mc.routeFails.Store(3)
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	dialV5(t, srv.addr, "mover", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	})
+	dialV5(t, srv.addr, "mover", resume)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		if v, ok := mc.routes.Load("m/#"); ok {
@@ -278,21 +271,7 @@ func TestHandedOnMessagesTakeTheirPlaceInPublishOrder(t *testing.T) {
 	mc := &moveCluster{record: SessionRecord{ClientID: "ordered", Version: byte(packet.V5), Expiry: 600,
 		Subscriptions: []Subscription{{Filter: "o/#", Real: "o/#", Opts: packet.SubOptions{QoS: 1}}}}}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	resume := func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	}
-	c := dialV5(t, srv.addr, "ordered", resume)
-	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, func() error {
-		if ss := srv.sessionOf("ordered"); ss == nil || ss.online() {
-			return fmt.Errorf("session not offline yet")
-		}
-		return nil
-	})
+	leaveOffline(t, srv, "ordered")
 	msg := func(node string, id uint64) *Message {
 		return &Message{Topic: "o/" + node, Payload: []byte(fmt.Sprintf("%s-%d", node, id)), QoS: 1, Node: node, ID: id}
 	}
@@ -308,7 +287,7 @@ func TestHandedOnMessagesTakeTheirPlaceInPublishOrder(t *testing.T) {
 	if err := srv.DeliverToSession(ctx, "ordered", []SessionDelivery{{Msg: msg("node-5", 3), QoS: 1}, {Msg: msg("node-5", 4), QoS: 1}}); err != nil {
 		t.Fatal(err)
 	}
-	c = dialV5(t, srv.addr, "ordered", resume)
+	c := dialV5(t, srv.addr, "ordered", resume)
 	var got []string
 	for range 5 {
 		got = append(got, string(c.expect(t).Payload))
@@ -350,11 +329,7 @@ func TestPassedOnDuringTheMoveComesAfterTheMovesRest(t *testing.T) {
 	}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
 	running.Store(srv)
-	expiry := uint32(600)
-	c := dialV5(t, srv.addr, "arriving", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	})
+	c := dialV5(t, srv.addr, "arriving", resume)
 	var got []string
 	for range 4 {
 		got = append(got, string(c.expect(t).Payload))
@@ -399,11 +374,7 @@ func TestMessageCaughtByTheEndOfAMoveFollowsTheSession(t *testing.T) {
 		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
 	gs := &gateStore{gated: "caught", held: make(chan struct{}), open: make(chan struct{})}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster, o.Store = mc, gs })
-	expiry := uint32(600)
-	dialV5(t, srv.addr, "leaver", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	})
+	dialV5(t, srv.addr, "leaver", resume)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	delivered := make(chan error, 1)
@@ -447,21 +418,7 @@ func TestStaleCopysQoS2MessagesJoinWhenTheHistoryTells(t *testing.T) {
 	sub := []Subscription{{Filter: "s/#", Real: "s/#", Opts: packet.SubOptions{QoS: 2}}}
 	mc := &moveCluster{record: SessionRecord{ClientID: "stale", Version: byte(packet.V5), Expiry: 600, Subscriptions: sub}}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	resume := func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	}
-	c := dialV5(t, srv.addr, "stale", resume)
-	if err := c.Disconnect(&paho.Disconnect{}); err != nil {
-		t.Fatal(err)
-	}
-	eventually(t, 5*time.Second, func() error {
-		if ss := srv.sessionOf("stale"); ss == nil || ss.online() {
-			return fmt.Errorf("session not offline yet")
-		}
-		return nil
-	})
+	leaveOffline(t, srv, "stale")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, m := range []*Message{
@@ -478,7 +435,7 @@ func TestStaleCopysQoS2MessagesJoinWhenTheHistoryTells(t *testing.T) {
 	mc.mu.Lock()
 	mc.record.Delivered = []MessageRef{{Node: "node-5", ID: 10}, {Node: "node-5", ID: 9}}
 	mc.mu.Unlock()
-	c = dialV5(t, srv.addr, "stale", resume)
+	c := dialV5(t, srv.addr, "stale", resume)
 	if m := c.expect(t); string(m.Payload) != "missed" {
 		t.Fatalf("got %q, want the message the client never got elsewhere", m.Payload)
 	}
@@ -511,11 +468,7 @@ func TestUnansweredMoveHoldsDeliveriesBackBriefly(t *testing.T) {
 	cfg := DefaultConfig()
 	cfg.MoveTimeout = time.Minute
 	srv := startServer(t, &cfg, func(o *Options) { o.Cluster = mc })
-	expiry := uint32(600)
-	c := dialV5(t, srv.addr, "unanswered", func(cp *paho.Connect, _ *paho.ClientConfig) {
-		cp.CleanStart = false
-		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
-	})
+	c := dialV5(t, srv.addr, "unanswered", resume)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.DeliverForwarded(ctx, msg(2)); err != nil {

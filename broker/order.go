@@ -1,6 +1,9 @@
 package broker
 
-import "slices"
+import (
+	"cmp"
+	"slices"
+)
 
 // Queue order across nodes. A publisher's messages reach a session in the
 // order its node received them ([MQTT-4.6.0-6]) when they take one path:
@@ -36,15 +39,7 @@ func (ss *session) orderQueueLocked(ops []StoreOp) []StoreOp {
 		for k, i := range idx {
 			msgs[k] = all[i]
 		}
-		slices.SortStableFunc(msgs, func(a, b outMsg) int {
-			switch {
-			case a.msg.ID < b.msg.ID:
-				return -1
-			case a.msg.ID > b.msg.ID:
-				return 1
-			}
-			return 0
-		})
+		slices.SortStableFunc(msgs, func(a, b outMsg) int { return cmp.Compare(a.msg.ID, b.msg.ID) })
 		for k, i := range idx {
 			sorted[i] = msgs[k]
 		}

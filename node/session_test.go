@@ -52,10 +52,22 @@ func waitOwner(t *testing.T, c *testCluster, clientID, owner string) {
 // across a partition, would. It returns once node i has applied it.
 func lateClaim(t *testing.T, c *testCluster, clientID string, i int) uint64 {
 	t.Helper()
+	return claimAt(t, c, clientID, i, time.Time{})
+}
+
+// claimAt is lateClaim for a claim made at its node's clock reading at
+// (zero: unknown).
+func claimAt(t *testing.T, c *testCluster, clientID string, i int, at time.Time) uint64 {
+	t.Helper()
+	var atMs int64
+	if !at.IsZero() {
+		atMs = at.UnixMilli()
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	idx, err := c.nodes[i].proposeApplied(ctx, &pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-		ClientId: clientID, NodeId: c.nodes[i].ID(), Epoch: c.nodes[i].FSM().NextEpoch(), ExpirySeconds: 600}}})
+		ClientId: clientID, NodeId: c.nodes[i].ID(), Epoch: c.nodes[i].FSM().NextEpoch(), ExpirySeconds: 600,
+		ClaimedAtUnixMs: atMs}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1045,17 +1057,9 @@ func TestStaleCopyOfAnEndedSessionIsNotResumed(t *testing.T) {
 	// node 1's copy stays (as a copy left on a node the session moved
 	// from, cut off then, would).
 	s, _ := c.nodes[0].FSM().Session("ended")
-	del, err := fsm.Encode(&pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{ClientId: "ended", Epoch: s.Epoch}}})
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	idx, err := c.nodes[1].Propose(ctx, del)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.nodes[1].FSM().WaitApplied(ctx, idx); err != nil {
+	if _, err := c.nodes[1].proposeApplied(ctx, &pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{ClientId: "ended", Epoch: s.Epoch}}}); err != nil {
 		t.Fatal(err)
 	}
 	if !c.nodes[1].brk.Load().HasSession("ended") {
@@ -1217,13 +1221,7 @@ func TestCopyOfASessionClaimedLongAgoIsHandedOnAtOnce(t *testing.T) {
 	claim := func(clientID string, at time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		idx, err := c.nodes[1].proposeApplied(ctx, &pb.Command{Op: &pb.Command_SessionClaim{SessionClaim: &pb.SessionClaim{
-			ClientId: clientID, NodeId: c.nodes[1].ID(), Epoch: c.nodes[1].FSM().NextEpoch(), ExpirySeconds: 600,
-			ClaimedAtUnixMs: at.UnixMilli()}}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.nodes[0].FSM().WaitApplied(ctx, idx); err != nil {
+		if err := c.nodes[0].FSM().WaitApplied(ctx, claimAt(t, c, clientID, 1, at)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -1237,7 +1235,7 @@ func TestCopyOfASessionClaimedLongAgoIsHandedOnAtOnce(t *testing.T) {
 	if !b.HasSession("fresh") {
 		t.Error("node 0 handed on a session node 1 has just claimed, before its takeover could come")
 	}
-	// Where the copy's message goes is not this test's: node 0's own
+	// Where what the copy held goes is not this test's: node 0's own
 	// check may hand it on before node 1 has applied its claim, and a
 	// node drops what is handed on for a session it does not hold
 	// (docs/reliability.md, open anomalies).
