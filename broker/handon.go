@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -82,11 +83,25 @@ func (s *Server) Surrender(clientID, owner string, keep time.Duration) (*Session
 	return rec, true
 }
 
+// ErrNoSession is DeliverToSession's answer for a client id whose session
+// this node neither holds nor saw move on lately.
+var ErrNoSession = errors.New("broker: no session of that client id on this node")
+
+// deliverOrDrop is DeliverToSession for messages that have no other
+// place to go: without the session they are dropped, and counted.
+func (s *Server) deliverOrDrop(ctx context.Context, clientID string, ds []SessionDelivery) {
+	if err := s.DeliverToSession(ctx, clientID, ds); errors.Is(err, ErrNoSession) {
+		s.stats.PassOnFailures.Add(int64(len(ds)))
+		s.log.Warn("handed-on messages for a session that ended here; dropped", "client_id", clientID, "messages", len(ds))
+	}
+}
+
 // DeliverToSession queues handed-on messages in the session of clientID
 // on this node, skipping those it holds or delivered lately, and returns
 // once they are placed (durably for a stored session). Messages for a
 // session that moved on from here lately follow it there (passon.go);
-// those for a session this node does not know are dropped.
+// for a session this node does not know it returns ErrNoSession, placing
+// nothing: the caller knows better where they belong.
 func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []SessionDelivery) error {
 	ss := s.sessionOf(clientID)
 	if ss == nil {
@@ -96,9 +111,7 @@ func (s *Server) DeliverToSession(ctx context.Context, clientID string, ds []Ses
 			}
 			return nil
 		}
-		s.stats.PassOnFailures.Add(int64(len(ds)))
-		s.log.Warn("handed-on messages for a session this node does not hold; dropped", "client_id", clientID, "messages", len(ds))
-		return nil
+		return ErrNoSession
 	}
 	ss.mu.Lock()
 	// The same messages may still come the usual way, forwarded by nodes

@@ -216,7 +216,7 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 		}
 		s.log.Info("stale copy of an arriving session: its messages join the session", "client_id", ss.id,
 			"messages", len(ds), "qos2_dropped", len(all)-len(ds))
-		s.DeliverToSession(ctx, ss.id, ds)
+		s.deliverOrDrop(ctx, ss.id, ds)
 	}
 	if tr.Finish == nil {
 		s.releasePending(ss, seen)

@@ -209,7 +209,7 @@ func (s *Server) passOnRecord(rec *SessionRecord) {
 		ds, _ := HandOnDeliveries(rec)
 		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.ClusterTimeout)
 		defer cancel()
-		s.DeliverToSession(ctx, rec.ClientID, ds)
+		s.deliverOrDrop(ctx, rec.ClientID, ds)
 		return
 	}
 	if !ok || sc == nil {

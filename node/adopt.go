@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"hash/fnv"
 	"slices"
 	"sync"
@@ -246,17 +247,18 @@ func (n *Node) handOn(b *broker.Server, id, owner string) {
 		n.handedOn(id)
 		return
 	}
-	n.sendOn(b, id, owner, ds, func() { n.handedOn(id) })
+	n.sendOn(b, id, owner, ds, 0, func() { n.handedOn(id) })
 }
 
 // sendOn delivers ds to the session of id at owner in the background
 // (deliverHandedOn), while the node counts as handing it on, and then
-// runs then (nil: nothing).
-func (n *Node) sendOn(b *broker.Server, id, owner string, ds []broker.SessionDelivery, then func()) {
+// runs then (nil: nothing). hops counts the nodes without the session
+// that passed ds on before.
+func (n *Node) sendOn(b *broker.Server, id, owner string, ds []broker.SessionDelivery, hops uint32, then func()) {
 	n.startHandingOn(id)
 	n.wg.Add(1)
 	go func() {
-		n.deliverHandedOn(b, id, owner, ds)
+		n.deliverHandedOn(b, id, owner, ds, hops)
 		n.doneHandingOn(id)
 		if then != nil {
 			then()
@@ -272,18 +274,23 @@ const handOnFor = 2 * time.Minute
 // has them all: the link to it may fail just then (a partition starting),
 // and the messages exist nowhere else. Each retry goes to the owner the
 // cluster records at that time, this node included.
-func (n *Node) deliverHandedOn(b *broker.Server, id, owner string, ds []broker.SessionDelivery) {
+func (n *Node) deliverHandedOn(b *broker.Server, id, owner string, ds []broker.SessionDelivery, hops uint32) {
 	defer n.wg.Done()
 	deadline := time.Now().Add(handOnFor)
 	wait := time.Second
 	for {
 		if owner == n.cfg.NodeID {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			b.DeliverToSession(ctx, id, ds)
+			n.ownSession(b, id)
+			if err := b.DeliverToSession(ctx, id, ds); errors.Is(err, broker.ErrNoSession) {
+				b.Stats().PassOnFailures.Add(int64(len(ds)))
+				n.log.Warn("handed-on messages for a session this node owns but does not hold (ended or expired here); dropped",
+					"client_id", id, "messages", len(ds))
+			}
 			cancel()
 			return
 		}
-		ds = n.sendHandedOn(owner, id, ds)
+		ds = n.sendHandedOn(owner, id, ds, hops)
 		if len(ds) == 0 {
 			return
 		}
@@ -307,12 +314,12 @@ func (n *Node) deliverHandedOn(b *broker.Server, id, owner string, ds []broker.S
 
 // sendHandedOn sends ds to the session of id on owner and returns those
 // that owner did not acknowledge, in order.
-func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery) []broker.SessionDelivery {
+func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery, hops uint32) []broker.SessionDelivery {
 	errs := make([]error, len(ds))
 	var wg sync.WaitGroup
 	wg.Add(len(ds))
 	for i, d := range ds {
-		n.PassOn(owner, id, d, func(err error) {
+		n.passOn(owner, id, d, hops, func(err error) {
 			errs[i] = err
 			wg.Done()
 		})
@@ -344,6 +351,6 @@ func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord) {
 	}
 	n.globalize(rec)
 	if ds, _ := broker.HandOnDeliveries(rec); len(ds) > 0 {
-		n.sendOn(b, clientID, cur.Owner, ds, nil)
+		n.sendOn(b, clientID, cur.Owner, ds, 0, nil)
 	}
 }

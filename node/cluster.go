@@ -281,7 +281,7 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []tra
 		return errNoBroker
 	}
 	ms := make([]*broker.Message, 0, len(msgs))
-	var handed map[string][]broker.SessionDelivery
+	var handed map[string]*handedOn
 	var origins stringCache
 	for i := range msgs {
 		fm := &msgs[i]
@@ -318,16 +318,21 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []tra
 		if len(fm.ToClientID) > 0 {
 			id := string(fm.ToClientID)
 			if handed == nil {
-				handed = map[string][]broker.SessionDelivery{}
+				handed = map[string]*handedOn{}
 			}
-			handed[id] = append(handed[id], broker.SessionDelivery{Msg: m, QoS: m.QoS, Retain: m.Retain, PacketID: uint16(fm.ToPacketID)})
+			h := handed[id]
+			if h == nil {
+				h = &handedOn{}
+				handed[id] = h
+			}
+			h.ds = append(h.ds, broker.SessionDelivery{Msg: m, QoS: m.QoS, Retain: m.Retain, PacketID: uint16(fm.ToPacketID)})
+			h.index, h.hops = max(h.index, fm.ToStateIndex), max(h.hops, fm.ToHops)
 			continue
 		}
 		ms = append(ms, m)
 	}
-	for id, ds := range handed {
-		d.n.ownSession(b, id)
-		if err := b.DeliverToSession(ctx, id, ds); err != nil {
+	for id, h := range handed {
+		if err := d.n.takeHandedOn(ctx, b, id, h); err != nil {
 			return err
 		}
 	}

@@ -84,6 +84,12 @@ const passOnTime = 30 * time.Second
 // PassOn sends a delivery for the session of clientID to owner, the node
 // it moved to, on the forwarding stream (broker.SessionCluster).
 func (n *Node) PassOn(owner, clientID string, d broker.SessionDelivery, done func(error)) {
+	n.passOn(owner, clientID, d, 0, done)
+}
+
+// passOn is PassOn for a delivery that nodes without the session passed
+// on hops times already.
+func (n *Node) passOn(owner, clientID string, d broker.SessionDelivery, hops uint32, done func(error)) {
 	if k := failPassOns.Load(); k > 0 && failPassOns.CompareAndSwap(k, k-1) {
 		done(errors.New("not passed on (test)"))
 		return
@@ -100,5 +106,6 @@ func (n *Node) PassOn(owner, clientID string, d broker.SessionDelivery, done fun
 	}
 	fm := wireMessage(m, props, ingress)
 	fm.Qos, fm.Retain, fm.ToClientId, fm.ToPacketId = uint32(d.QoS), d.Retain, clientID, uint32(d.PacketID)
+	fm.ToStateIndex, fm.ToHops = n.fsm.AppliedIndex(), hops
 	n.tr.SendWait(owner, fm, done, forwardWait)
 }

@@ -1235,8 +1235,5 @@ func TestCopyOfASessionClaimedLongAgoIsHandedOnAtOnce(t *testing.T) {
 	if !b.HasSession("fresh") {
 		t.Error("node 0 handed on a session node 1 has just claimed, before its takeover could come")
 	}
-	// Where what the copy held goes is not this test's: node 0's own
-	// check may hand it on before node 1 has applied its claim, and a
-	// node drops what is handed on for a session it does not hold
-	// (docs/reliability.md, open anomalies).
+	// Where what the copy held goes is handedon_test.go's.
 }

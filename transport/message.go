@@ -16,9 +16,9 @@ import (
 //	record  = uvarint(len(body)) body
 //	body    = flags qos msg_id topic payload origin_client_id origin_node
 //	          [properties] [expires_at_unix_ms] [shared] [kick_client_id]
-//	          [to_client_id] [to_packet_id]
+//	          [to_client_id] [to_packet_id] [to_state_index] [to_hops]
 //
-// flags, qos, msg_id and to_packet_id are uvarints; the strings and byte fields are a
+// flags, qos, msg_id, to_packet_id, to_state_index and to_hops are uvarints; the strings and byte fields are a
 // uvarint length and the bytes; expires_at_unix_ms is a zig-zag varint;
 // shared is a uvarint count and that many (group, filter) pairs of
 // length-prefixed strings. The optional fields are present when their flag
@@ -40,6 +40,8 @@ const (
 	flagKick
 	flagTo
 	flagToPacketID
+	flagToStateIndex
+	flagToHops
 )
 
 // Message is one forwarded message decoded from a batch: every field of
@@ -60,6 +62,8 @@ type Message struct {
 	KickClientID    []byte
 	ToClientID      []byte
 	ToPacketID      uint32
+	ToStateIndex    uint64
+	ToHops          uint32
 
 	nShared int
 	shared  []byte // nShared (group, filter) pairs, checked by the decoder
@@ -101,6 +105,8 @@ func (m *Message) Proto() *pb.ForwardedMessage {
 		KickClientId:    string(m.KickClientID),
 		ToClientId:      string(m.ToClientID),
 		ToPacketId:      m.ToPacketID,
+		ToStateIndex:    m.ToStateIndex,
+		ToHops:          m.ToHops,
 	}
 	for g, f := range m.Shared() {
 		fm.Shared = append(fm.Shared, &pb.SharedTarget{Group: string(g), Filter: string(f)})
@@ -117,7 +123,7 @@ func cloneBytes(b []byte) []byte {
 
 // bodySize is the length of m's record body.
 func bodySize(m *pb.ForwardedMessage) int {
-	n := 1 + uvarintLen(uint64(m.Qos)) + uvarintLen(m.MsgId) +
+	n := uvarintLen(uint64(flagsOf(m))) + uvarintLen(uint64(m.Qos)) + uvarintLen(m.MsgId) +
 		fieldLen(len(m.Topic)) + fieldLen(len(m.Payload)) +
 		fieldLen(len(m.OriginClientId)) + fieldLen(len(m.OriginNode))
 	if len(m.Properties) > 0 {
@@ -139,7 +145,13 @@ func bodySize(m *pb.ForwardedMessage) int {
 		n += fieldLen(len(m.ToClientId))
 	}
 	if m.ToPacketId != 0 {
-		n += 1 + uvarintLen(uint64(m.ToPacketId)) // flags take a second byte
+		n += uvarintLen(uint64(m.ToPacketId))
+	}
+	if m.ToStateIndex != 0 {
+		n += uvarintLen(m.ToStateIndex)
+	}
+	if m.ToHops != 0 {
+		n += uvarintLen(uint64(m.ToHops))
 	}
 	return n
 }
@@ -153,31 +165,7 @@ func recordSize(m *pb.ForwardedMessage) int {
 // appendRecord appends m's record to b.
 func appendRecord(b []byte, m *pb.ForwardedMessage) []byte {
 	b = binary.AppendUvarint(b, uint64(bodySize(m)))
-	var flags uint
-	if m.Retain {
-		flags |= flagRetain
-	}
-	if m.SharedOnly {
-		flags |= flagSharedOnly
-	}
-	if len(m.Properties) > 0 {
-		flags |= flagProperties
-	}
-	if m.ExpiresAtUnixMs != 0 {
-		flags |= flagExpires
-	}
-	if len(m.Shared) > 0 {
-		flags |= flagShared
-	}
-	if m.KickClientId != "" {
-		flags |= flagKick
-	}
-	if m.ToClientId != "" {
-		flags |= flagTo
-	}
-	if m.ToPacketId != 0 {
-		flags |= flagToPacketID
-	}
+	flags := flagsOf(m)
 	b = binary.AppendUvarint(b, uint64(flags)) // one byte below flagToPacketID
 	b = binary.AppendUvarint(b, uint64(m.Qos))
 	b = binary.AppendUvarint(b, m.MsgId)
@@ -207,7 +195,49 @@ func appendRecord(b []byte, m *pb.ForwardedMessage) []byte {
 	if flags&flagToPacketID != 0 {
 		b = binary.AppendUvarint(b, uint64(m.ToPacketId))
 	}
+	if flags&flagToStateIndex != 0 {
+		b = binary.AppendUvarint(b, m.ToStateIndex)
+	}
+	if flags&flagToHops != 0 {
+		b = binary.AppendUvarint(b, uint64(m.ToHops))
+	}
 	return b
+}
+
+// flagsOf is the flags of m's record: which optional fields it carries.
+func flagsOf(m *pb.ForwardedMessage) uint {
+	var flags uint
+	if m.Retain {
+		flags |= flagRetain
+	}
+	if m.SharedOnly {
+		flags |= flagSharedOnly
+	}
+	if len(m.Properties) > 0 {
+		flags |= flagProperties
+	}
+	if m.ExpiresAtUnixMs != 0 {
+		flags |= flagExpires
+	}
+	if len(m.Shared) > 0 {
+		flags |= flagShared
+	}
+	if m.KickClientId != "" {
+		flags |= flagKick
+	}
+	if m.ToClientId != "" {
+		flags |= flagTo
+	}
+	if m.ToPacketId != 0 {
+		flags |= flagToPacketID
+	}
+	if m.ToStateIndex != 0 {
+		flags |= flagToStateIndex
+	}
+	if m.ToHops != 0 {
+		flags |= flagToHops
+	}
+	return flags
 }
 
 // errMalformed is what decoding a packed batch fails with; it wraps
@@ -313,13 +343,28 @@ func decodeBody(b []byte, m *Message) error {
 	}
 	if flags&flagToPacketID != 0 {
 		var id uint64
-		if id, _, err = readUvarint(b); err != nil {
+		if id, b, err = readUvarint(b); err != nil {
 			return fmt.Errorf("to_packet_id: %w", err)
 		}
 		if id > 1<<16-1 {
 			return fmt.Errorf("to_packet_id: %w", errOverflow)
 		}
 		m.ToPacketID = uint32(id)
+	}
+	if flags&flagToStateIndex != 0 {
+		if m.ToStateIndex, b, err = readUvarint(b); err != nil {
+			return fmt.Errorf("to_state_index: %w", err)
+		}
+	}
+	if flags&flagToHops != 0 {
+		var h uint64
+		if h, _, err = readUvarint(b); err != nil {
+			return fmt.Errorf("to_hops: %w", err)
+		}
+		if h > 1<<32-1 {
+			return fmt.Errorf("to_hops: %w", errOverflow)
+		}
+		m.ToHops = uint32(h)
 	}
 	return nil // what follows belongs to fields of a later version
 }

@@ -37,6 +37,8 @@ func fullMessage() *pb.ForwardedMessage {
 		KickClientId: "kicked",
 		ToClientId:   "handed-on",
 		ToPacketId:   65535,
+		ToStateIndex: math.MaxUint64 - 1,
+		ToHops:       math.MaxUint32,
 	}
 }
 
@@ -53,6 +55,7 @@ var recordCases = []struct {
 	{"kick only", &pb.ForwardedMessage{KickClientId: "c1"}},
 	{"to a session", &pb.ForwardedMessage{MsgId: 4, Topic: "t", Qos: 1, ToClientId: "c2", OriginNode: "n2"}},
 	{"to a session, with its packet id", &pb.ForwardedMessage{MsgId: 6, Topic: "t", Qos: 2, ToClientId: "c3", ToPacketId: 7}},
+	{"passed on by a node without the session", &pb.ForwardedMessage{MsgId: 8, Topic: "t", Qos: 1, ToClientId: "c4", ToStateIndex: 1234, ToHops: 1}},
 	{"one share group", &pb.ForwardedMessage{MsgId: 5, Topic: "t", Shared: []*pb.SharedTarget{{Group: "g", Filter: "t"}}}},
 }
 

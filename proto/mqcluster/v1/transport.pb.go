@@ -138,7 +138,17 @@ type ForwardedMessage struct {
 	// (sent, its PUBREC not seen). The receiver sends it again with that id
 	// and DUP, so that a client that has it meets it once ([MQTT-4.3.3-2]);
 	// 0 for any other message.
-	ToPacketId    uint32 `protobuf:"varint,14,opt,name=to_packet_id,json=toPacketId,proto3" json:"to_packet_id,omitempty"`
+	ToPacketId uint32 `protobuf:"varint,14,opt,name=to_packet_id,json=toPacketId,proto3" json:"to_packet_id,omitempty"`
+	// to_state_index, with to_client_id: the sender's applied index of the
+	// cluster state when it chose the receiver as the session's owner. A
+	// receiver that holds no such session waits until its own state is as
+	// new before it decides where the message belongs: its owner may be a
+	// claim it has not applied yet, or a node further on.
+	ToStateIndex uint64 `protobuf:"varint,15,opt,name=to_state_index,json=toStateIndex,proto3" json:"to_state_index,omitempty"`
+	// to_hops, with to_client_id: how often the message was passed on
+	// already by nodes that did not hold the session (bounded, so that two
+	// nodes whose states disagree cannot send it back and forth).
+	ToHops        uint32 `protobuf:"varint,16,opt,name=to_hops,json=toHops,proto3" json:"to_hops,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -267,6 +277,20 @@ func (x *ForwardedMessage) GetToClientId() string {
 func (x *ForwardedMessage) GetToPacketId() uint32 {
 	if x != nil {
 		return x.ToPacketId
+	}
+	return 0
+}
+
+func (x *ForwardedMessage) GetToStateIndex() uint64 {
+	if x != nil {
+		return x.ToStateIndex
+	}
+	return 0
+}
+
+func (x *ForwardedMessage) GetToHops() uint32 {
+	if x != nil {
+		return x.ToHops
 	}
 	return 0
 }
@@ -1398,7 +1422,7 @@ var File_mqcluster_v1_transport_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xda\x03\n" +
+	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\x99\x04\n" +
 	"\x10ForwardedMessage\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1420,7 +1444,9 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\fto_client_id\x18\r \x01(\tR\n" +
 	"toClientId\x12 \n" +
 	"\fto_packet_id\x18\x0e \x01(\rR\n" +
-	"toPacketId\"<\n" +
+	"toPacketId\x12$\n" +
+	"\x0eto_state_index\x18\x0f \x01(\x04R\ftoStateIndex\x12\x17\n" +
+	"\ato_hops\x18\x10 \x01(\rR\x06toHops\"<\n" +
 	"\fSharedTarget\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\"\xbf\x01\n" +

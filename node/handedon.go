@@ -1,0 +1,77 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/mqcluster/mqcluster/broker"
+)
+
+// handedOn is what one forwarded batch hands on to one session: its
+// deliveries, the newest state index a sender chose this node by, and the
+// most hops any of them took.
+type handedOn struct {
+	ds    []broker.SessionDelivery
+	index uint64
+	hops  uint32
+}
+
+// handOnHops bounds how often nodes that do not hold a session pass its
+// handed-on messages on: each waits to be as new as its sender first, so
+// more hops than this mean claims racing on; the messages are dropped.
+const handOnHops = 3
+
+// stateWait bounds how long a node that does not hold a session waits,
+// with handed-on messages for it, for its state to become as new as the
+// sender's (the forwarding stream from that sender waits as long).
+const stateWait = 2 * time.Second
+
+// takeHandedOn places messages handed on to the session of id: in the
+// session here, or, when this node holds none, with the node the cluster
+// records as its owner once this node's state is as new as the state that
+// chose this node. The sender counts them as delivered once this returns
+// nil: they are dropped only when the cluster records no owner to take
+// them (the session ended) or this node is that owner and the session
+// ended here.
+func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, id string, h *handedOn) error {
+	placed := func() (bool, error) {
+		n.ownSession(b, id)
+		err := b.DeliverToSession(ctx, id, h.ds)
+		return !errors.Is(err, broker.ErrNoSession), err
+	}
+	if ok, err := placed(); ok {
+		return err
+	}
+	if n.fsm.AppliedIndex() < h.index {
+		wctx, cancel := context.WithTimeout(ctx, stateWait)
+		werr := n.fsm.WaitApplied(wctx, h.index)
+		cancel()
+		if ctx.Err() != nil {
+			return ctx.Err() // the stream ended: the sender sends them again
+		}
+		if werr == nil {
+			if ok, err := placed(); ok {
+				return err
+			}
+		}
+	}
+	s, ok := n.fsm.Session(id)
+	switch {
+	case ok && s.Owner == n.cfg.NodeID:
+		// Claimed here since the last look; or ended here.
+		if ok, err := placed(); ok {
+			return err
+		}
+	case ok && s.Owner != "" && h.hops < handOnHops:
+		n.log.Info("handed-on messages for a session this node does not hold passed on to its owner",
+			"client_id", id, "owner", s.Owner, "messages", len(h.ds), "hops", h.hops+1)
+		n.sendOn(b, id, s.Owner, h.ds, h.hops+1, nil)
+		return nil
+	}
+	b.Stats().PassOnFailures.Add(int64(len(h.ds)))
+	n.log.Warn("handed-on messages for a session this node does not hold; dropped",
+		"client_id", id, "messages", len(h.ds), "recorded", ok, "owner", s.Owner, "hops", h.hops,
+		"state_index", n.fsm.AppliedIndex(), "sender_state_index", h.index)
+	return nil
+}
