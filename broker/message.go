@@ -90,6 +90,7 @@ type outMsg struct {
 	retain   bool
 	dup      bool
 	state    outState
+	restored bool // loaded from the store when this node started
 }
 
 type outState byte
@@ -103,7 +104,7 @@ const (
 // record is the stored form of a delivery.
 func (o *outMsg) record() *StoredMessage {
 	r := &StoredMessage{Seq: o.seq, PacketID: o.packetID, QoS: o.qos, Retain: o.retain,
-		Released: o.state == stateRel, SubIDs: o.subIDs, Msg: o.msg}
+		Released: o.state == stateRel, SubIDs: o.subIDs, Msg: o.msg, Restored: o.restored}
 	if o.share != nil {
 		r.ShareFilter, r.ShareGroup = o.share.filter, o.share.group
 	}

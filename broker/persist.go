@@ -109,14 +109,14 @@ func (s *Server) restore() error {
 			if sm.Seq > pendingSeqBase {
 				// Held back while the session arrived here when the node
 				// stopped: never sent, after everything else.
-				held = append(held, outMsg{msg: sm.Msg, seq: sm.Seq, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs})
+				held = append(held, outMsg{msg: sm.Msg, seq: sm.Seq, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs, restored: true})
 				continue
 			}
 			maybeSent := sm.PacketID != 0 && !sm.Released && sent < int(s.cfg.MaxInflight)
 			if maybeSent {
 				sent++
 			}
-			o := outMsg{msg: sm.Msg, seq: sm.Seq, packetID: sm.PacketID, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs, dup: maybeSent}
+			o := outMsg{msg: sm.Msg, seq: sm.Seq, packetID: sm.PacketID, qos: sm.QoS, retain: sm.Retain, subIDs: sm.SubIDs, dup: maybeSent, restored: true}
 			if sm.ShareGroup != "" {
 				o.share = s.shares.ref(shareRef{filter: sm.ShareFilter, group: sm.ShareGroup})
 			}

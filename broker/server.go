@@ -166,6 +166,10 @@ func New(cfg Config, opts Options) (*Server, error) {
 	return s, nil
 }
 
+// StartedAt is when this server started: what its sessions hold that was
+// not restored from its store (StoredMessage.Restored) came since.
+func (s *Server) StartedAt() time.Time { return s.start }
+
 // Stats returns the live counters.
 func (s *Server) Stats() *Stats { return &s.stats }
 

@@ -76,6 +76,9 @@ type StoredMessage struct {
 	// ShareFilter and ShareGroup name the share group it came through.
 	ShareFilter, ShareGroup string
 	Msg                     *Message
+	// Restored, in a record a session is exported to: the message was in
+	// the session's store when this node started (not stored).
+	Restored bool
 }
 
 // SessionRecord is the stored form of a persistent session.

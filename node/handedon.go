@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"sync"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
@@ -64,8 +65,10 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, id string, h 
 			return err
 		}
 	case ok && s.Owner != "" && h.hops < handOnHops:
-		n.log.Info("handed-on messages for a session this node does not hold passed on to its owner",
-			"client_id", id, "owner", s.Owner, "messages", len(h.ds), "hops", h.hops+1)
+		if k := n.passedOn.add(id, len(h.ds)); k > 0 {
+			n.log.Info("handed-on messages for a session this node does not hold passed on to its owner",
+				"client_id", id, "owner", s.Owner, "messages", k, "hops", h.hops+1)
+		}
 		n.sendOn(b, id, s.Owner, h.ds, h.hops+1, nil)
 		return nil
 	}
@@ -74,4 +77,45 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, id string, h 
 		"client_id", id, "messages", len(h.ds), "recorded", ok, "owner", s.Owner, "hops", h.hops,
 		"state_index", n.fsm.AppliedIndex(), "sender_state_index", h.index)
 	return nil
+}
+
+// sparseLogEvery is how often a sparseLog lets a line through per key.
+const sparseLogEvery = 5 * time.Second
+
+// sparseLog counts events per key and lets one log line through per key
+// every sparseLogEvery, with the count since the last: a hand-on of
+// hundreds of messages arrives in as many batches.
+type sparseLog struct {
+	mu   sync.Mutex
+	last map[string]sparseCount
+}
+
+type sparseCount struct {
+	at time.Time
+	n  int
+}
+
+// add counts k events of key and returns how many to log now (0: none).
+func (l *sparseLog) add(key string, k int) int {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.last == nil {
+		l.last = make(map[string]sparseCount)
+	}
+	c := l.last[key]
+	c.n += k
+	if now.Sub(c.at) < sparseLogEvery {
+		l.last[key] = c
+		return 0
+	}
+	if len(l.last) > 1000 { // keys of the last few seconds only
+		for key, old := range l.last {
+			if now.Sub(old.at) >= sparseLogEvery {
+				delete(l.last, key)
+			}
+		}
+	}
+	l.last[key] = sparseCount{at: now}
+	return c.n
 }

@@ -133,3 +133,26 @@ func TestHandedOnMessagesWaitForTheClaimTheSenderSaw(t *testing.T) {
 		return nil
 	})
 }
+
+// A burst of pass-ons for one session makes one log line with its count,
+// not one per batch; another session gets its own line.
+func TestSparseLogLetsOneLinePerSessionThrough(t *testing.T) {
+	var l sparseLog
+	if k := l.add("a", 1); k != 1 {
+		t.Errorf("first pass-on of a: log %d, want 1", k)
+	}
+	if k := l.add("a", 2); k != 0 {
+		t.Errorf("second pass-on of a at once: log %d, want none", k)
+	}
+	if k := l.add("b", 3); k != 3 {
+		t.Errorf("first pass-on of b: log %d, want 3", k)
+	}
+	l.mu.Lock()
+	c := l.last["a"]
+	c.at = c.at.Add(-sparseLogEvery)
+	l.last["a"] = c
+	l.mu.Unlock()
+	if k := l.add("a", 1); k != 3 {
+		t.Errorf("pass-on of a after the quiet time: log %d, want the 3 since the last line", k)
+	}
+}

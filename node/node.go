@@ -59,6 +59,9 @@ type Node struct {
 	// handing counts the hand-ons of sessions in progress (holders.go).
 	handingMu sync.Mutex
 	handing   map[string]int
+	// passedOn spaces the log lines of handed-on messages passed on by
+	// this node (handedon.go).
+	passedOn sparseLog
 	// downSeen is when each node was last seen recorded as down (holders.go).
 	downMu     sync.Mutex
 	downSeen   map[string]time.Time
