@@ -28,6 +28,7 @@ type moveCluster struct {
 	// are recorded in routes.
 	routeFails atomic.Int32
 	routes     sync.Map // filter -> members
+	epoch      atomic.Uint64
 }
 
 func (c *moveCluster) SetRoute(ctx context.Context, filter string, members int) error {
@@ -49,7 +50,7 @@ func (c *moveCluster) SetWill(WillRecord) string                       { return 
 func (c *moveCluster) ClearWill(string)                                {}
 func (c *moveCluster) SetSubscriptions(string, uint64, []Subscription) {}
 func (c *moveCluster) ClaimWill(id string, publish func(ok bool))      { publish(true) }
-func (c *moveCluster) HandOnRest(string, *SessionRecord)               {}
+func (c *moveCluster) HandOnRest(string, *SessionRecord, FirstStep)    {}
 func (c *moveCluster) PassOn(owner, clientID string, d SessionDelivery, done func(error)) {
 	c.mu.Lock()
 	c.passed = append(c.passed, owner+"/"+clientID+"/"+string(d.Msg.Payload))
@@ -58,15 +59,16 @@ func (c *moveCluster) PassOn(owner, clientID string, d SessionDelivery, done fun
 }
 
 func (c *moveCluster) ClaimSession(ctx context.Context, req SessionClaim) (*SessionTransfer, error) {
+	epoch := c.epoch.Add(1) // each claim its own, as in the cluster
 	if !req.Persistent || req.CleanStart {
-		return &SessionTransfer{Epoch: 1}, nil
+		return &SessionTransfer{Epoch: epoch}, nil
 	}
 	c.mu.Lock()
 	rec := c.record
 	finish := c.finish
 	c.finish = nil
 	c.mu.Unlock()
-	return &SessionTransfer{Epoch: 1, Record: &rec, Finish: finish}, nil
+	return &SessionTransfer{Epoch: epoch, Record: &rec, Finish: finish}, nil
 }
 
 // resume connects with Clean Start 0 and a session expiry of 600 s: the
@@ -153,7 +155,7 @@ func TestMessagesHandedBackAfterAMoveAreDelivered(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The session moves to another node, queue and all.
-	rec, ok := srv.HandOver("back")
+	rec, ok := srv.HandOver("back", "node-9")
 	if !ok || len(rec.Messages) != 3 {
 		t.Fatalf("handed over %v, %d messages; want the session with 3", ok, len(rec.Messages))
 	}
@@ -182,7 +184,7 @@ func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
 		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
 	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
 	dialV5(t, srv.addr, "leaver", resume)
-	if _, ok := srv.HandOver("leaver"); !ok {
+	if _, ok := srv.HandOver("leaver", "node-9"); !ok {
 		t.Fatal("no session handed over")
 	}
 	if _, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute); err != nil {
@@ -386,7 +388,7 @@ func TestMessageCaughtByTheEndOfAMoveFollowsTheSession(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the message was never written for the session")
 	}
-	if _, ok := srv.HandOver("leaver"); !ok {
+	if _, ok := srv.HandOver("leaver", "node-9"); !ok {
 		t.Fatal("no session handed over")
 	}
 	rec, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute)

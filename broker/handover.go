@@ -46,8 +46,9 @@ type SessionCluster interface {
 	PassOn(owner, clientID string, d SessionDelivery, done func(error))
 	// HandOnRest takes the messages a session collected here after it
 	// left for a node that never finished the move (it died meanwhile),
-	// for the node that owns the session now.
-	HandOnRest(clientID string, rec *SessionRecord)
+	// for the node that owns the session now; first is what the move's
+	// first step carried to that node, which holds it.
+	HandOnRest(clientID string, rec *SessionRecord, first FirstStep)
 }
 
 // SessionClaim is what a CONNECT asks of the cluster.
@@ -164,13 +165,17 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	s.mu.Lock()
 	old := s.sessions[cp.ClientID]
 	var stale *SessionRecord
+	sameClaim := false
 	if old != nil {
 		// A copy of the session this node kept while the session was
 		// elsewhere (cut off from the cluster then): what it collected
-		// meanwhile joins the arriving session below.
+		// meanwhile joins the arriving session below. One installed for
+		// this very claim (messages handed on to the session while its
+		// CONNECT was still taking it over) is no stale copy.
 		old.mu.Lock()
 		if !old.ended {
 			stale = old.exportLocked(true)
+			sameClaim = tr.Epoch != 0 && old.epoch == tr.Epoch
 		}
 		s.dropLocked(old)
 		old.mu.Unlock()
@@ -192,7 +197,14 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	}
 	s.installSubscriptions(ss, rec)
 	s.importRecord(ss, rec, seen, true)
-	if stale != nil && len(stale.Messages) > 0 {
+	if sameClaim && len(stale.Messages) > 0 {
+		// Handed on to the session by nodes that had it, as to any
+		// session here: the same checks (what it holds, what it
+		// delivered lately) keep each once.
+		ds, _ := HandOnDeliveries(stale)
+		s.log.Info("messages handed on to an arriving session before it arrived join it", "client_id", ss.id, "messages", len(ds))
+		s.deliverOrDrop(ctx, ss.id, ds)
+	} else if stale != nil && len(stale.Messages) > 0 {
 		// After what the move brought, less what the client had, as a
 		// hand-on. Most of what the copy collected also reached the
 		// session where it was, and the delivery history the session
@@ -556,7 +568,7 @@ func (ss *session) importLocked(sm *StoredMessage, seen msgSet, ops []StoreOp) [
 // registered here, collecting messages for the new owner, until
 // FinishHandOver (or moveTimeout). It reports false when there is no such
 // session here.
-func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
+func (s *Server) HandOver(clientID, to string) (*SessionRecord, bool) {
 	s.mu.Lock()
 	ss := s.sessions[clientID]
 	if ss == nil {
@@ -586,6 +598,7 @@ func (s *Server) HandOver(clientID string) (*SessionRecord, bool) {
 	if ss.firstStep == nil {
 		ss.firstStep = make(msgSet, len(rec.Messages))
 	}
+	ss.firstStepTo = to
 	for i := range rec.Messages {
 		ss.firstStep.add(rec.Messages[i].Msg)
 	}
@@ -742,17 +755,26 @@ func (ss *session) exportLocked(empty bool) *SessionRecord {
 	return rec
 }
 
+// FirstStep is what the first step of a move carried to the node that
+// took it (To), for HandOnRest.
+type FirstStep struct {
+	To       string
+	Messages []StoredMessage
+}
+
 // endMove ends a handed-over session whose new owner never finished the
 // move, once it is not arriving from a third node any more. The new owner
 // has what the first step of the move carried (durably, before its
 // client's CONNACK); what reached the session here since goes to the node
-// that owns the session now.
+// that owns the session now, with the first step's messages apart
+// (SessionCluster.HandOnRest decides whether they go too).
 func (s *Server) endMove(clientID string) {
 	s.mu.Lock()
 	var first msgSet
+	var to string
 	if ss := s.sessions[clientID]; ss != nil {
 		ss.mu.Lock()
-		first = ss.firstStep
+		first, to = ss.firstStep, ss.firstStepTo
 		ss.mu.Unlock()
 	}
 	s.mu.Unlock()
@@ -765,17 +787,20 @@ func (s *Server) endMove(clientID string) {
 		return
 	}
 	rest := rec.Messages[:0:0]
+	fs := FirstStep{To: to}
 	for _, sm := range rec.Messages {
-		if !first.has(sm.Msg) {
+		if first.has(sm.Msg) {
+			fs.Messages = append(fs.Messages, sm)
+		} else {
 			rest = append(rest, sm)
 		}
 	}
 	sc := s.sessionCluster()
-	if len(rest) == 0 || sc == nil {
+	if len(rest)+len(fs.Messages) == 0 || sc == nil {
 		return
 	}
 	s.log.Warn("session moved to a node that never finished the move; what reached it here since goes to its owner",
-		"client_id", clientID, "messages", len(rest))
+		"client_id", clientID, "messages", len(rest), "first_step_to", to, "first_step_messages", len(fs.Messages))
 	rec.Messages = rest
-	sc.HandOnRest(clientID, rec)
+	sc.HandOnRest(clientID, rec, fs)
 }

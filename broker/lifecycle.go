@@ -314,7 +314,7 @@ func (s *Server) stopTimers() {
 
 // willMessage builds the message a will publishes.
 func willMessage(w *packet.Will, origin string, now time.Time) *Message {
-	m := &Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Origin: origin}
+	m := &Message{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Origin: origin, Will: true}
 	copyPassThrough(&m.Props, &w.Properties)
 	if w.Properties.Has(packet.PropMessageExpiry) {
 		m.ExpiresAt = now.Add(time.Duration(w.Properties.MessageExpiry) * time.Second).UnixNano()

@@ -36,6 +36,9 @@ type Message struct {
 	// SharedOnly: this node delivers the message to the groups in Shares
 	// and to no other subscriber.
 	SharedOnly bool
+	// Will: the message is a will, which no publisher sends again when a
+	// node does not take it: the cluster does (Cluster.Forward).
+	Will bool
 }
 
 // newMessage builds a routed message from an inbound PUBLISH. The packet's

@@ -67,6 +67,7 @@ type session struct {
 	pendingSeq    uint64 // store sequences of pending messages count from pendingSeqBase
 	moving        bool
 	firstStep     msgSet // the messages the first step of its move carried
+	firstStepTo   string // the node that took that first step
 	moveTimer     *time.Timer
 	dropOps       []StoreOp
 	// arrived names, for arrivedWindow after the session arrived from

@@ -11,12 +11,18 @@ import (
 // recorded as down that registers a will is back (a pause, a partition):
 // its record goes, as with NodeUp, so that the leader does not publish the
 // will of a connection it accepted since, which is alive.
-func applyWillSet(s *state, op *pb.WillSet) (kinds, error) {
+// A will fired lately is not registered again: its registration was
+// retried after it had landed, and it must not be published twice.
+func applyWillSet(s *state, index uint64, op *pb.WillSet) (kinds, error) {
 	if op.GetWillId() == "" || op.GetNodeId() == "" || op.GetTopic() == "" || op.GetQos() > 2 {
 		return 0, fmt.Errorf("%w: will_set needs will_id, node_id, topic and qos <= 2", ErrInvalid)
 	}
 	if s.removed(op.GetNodeId()) {
 		return 0, fmt.Errorf("%w: will_set from %q", ErrNodeRemoved, op.GetNodeId())
+	}
+	s.pruneFired(index)
+	if _, ok := s.fired[op.GetWillId()]; ok {
+		return 0, fmt.Errorf("%w: %q", ErrWillFired, op.GetWillId())
 	}
 	next := &Will{
 		ID:                   op.GetWillId(),
@@ -42,19 +48,51 @@ func applyWillSet(s *state, op *pb.WillSet) (kinds, error) {
 	return k | KindWills.bit(), nil
 }
 
-// applyWillClear removes a will; a missing will is already cleared.
-func applyWillClear(s *state, op *pb.WillClear) (kinds, error) {
-	if op.GetWillId() == "" {
+// firedKeep is for how many log entries a fired will is remembered: long
+// enough for the node that held its connection to come back from a
+// partition and ask (ClaimWill), bounded so that the record does not grow
+// with every will ever published.
+const firedKeep = 1 << 16
+
+// applyWillClear removes a will; a missing will is already cleared. With
+// fire set, it claims the will for publication: the fire is remembered,
+// and a second claim is rejected with ErrWillFired (ErrNoWill when the
+// will was never registered, or cleared without fire).
+func applyWillClear(s *state, index uint64, op *pb.WillClear) (kinds, error) {
+	id := op.GetWillId()
+	if id == "" {
 		return 0, fmt.Errorf("%w: will_clear needs will_id", ErrInvalid)
 	}
-	if s.wills[op.GetWillId()] == nil {
-		if op.GetFire() {
-			return 0, fmt.Errorf("%w: %q", ErrNoWill, op.GetWillId())
+	s.pruneFired(index)
+	if s.wills[id] == nil {
+		if !op.GetFire() {
+			return 0, nil
 		}
-		return 0, nil
+		if _, ok := s.fired[id]; ok {
+			return 0, fmt.Errorf("%w: %q", ErrWillFired, id)
+		}
+		return 0, fmt.Errorf("%w: %q", ErrNoWill, id)
 	}
-	delete(s.wills, op.GetWillId())
+	delete(s.wills, id)
+	if op.GetFire() {
+		s.fired[id] = index
+		s.firedOrder = append(s.firedOrder, id)
+	}
 	return KindWills.bit(), nil
+}
+
+// pruneFired forgets the wills fired more than firedKeep entries before
+// index.
+func (s *state) pruneFired(index uint64) {
+	for len(s.firedOrder) > 0 {
+		id := s.firedOrder[0]
+		if s.fired[id]+firedKeep > index {
+			return
+		}
+		delete(s.fired, id)
+		s.firedOrder[0] = ""
+		s.firedOrder = s.firedOrder[1:]
+	}
 }
 
 // dropWillsOf removes the wills of the connections node held.

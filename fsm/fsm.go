@@ -26,8 +26,12 @@ var (
 	// ErrNoSession: a session command for a client id without a session.
 	ErrNoSession = errors.New("fsm: no such session")
 	// ErrNoWill: a will_clear with fire set for a will that is not there
-	// (another node fired it first).
+	// and was not fired lately: never registered, or cleared.
 	ErrNoWill = errors.New("fsm: no such will")
+	// ErrWillFired: a will_clear with fire set, or a will_set, for a will
+	// that was fired within the last firedKeep log entries (another node
+	// published it first).
+	ErrWillFired = errors.New("fsm: will already published")
 	// ErrNodeRemoved: a route, will or claim from a node that was removed
 	// from the cluster (and has not rejoined with NodeUp).
 	ErrNodeRemoved = errors.New("fsm: node was removed")
@@ -132,10 +136,16 @@ type op struct {
 }
 
 // opOf makes an op from the getter of its message in Command and its applyX
-// function. The applyX functions take no log index: none needs it yet, and
-// what they do must not depend on where in the log a command lands.
+// function. Most applyX functions take no log index: what they do must not
+// depend on where in the log a command lands.
 func opOf[T any](name string, get func(*pb.Command) T, apply func(*state, T) (kinds, error)) op {
 	return op{name, func(s *state, _ uint64, c *pb.Command) (kinds, error) { return apply(s, get(c)) }}
+}
+
+// opAt is opOf for an applyX function that takes the log index: the wills
+// remember when they were fired, for a window of entries (firedKeep).
+func opAt[T any](name string, get func(*pb.Command) T, apply func(*state, uint64, T) (kinds, error)) op {
+	return op{name, func(s *state, index uint64, c *pb.Command) (kinds, error) { return apply(s, index, get(c)) }}
 }
 
 // opOneof is the descriptor of Command.op, read-only.
@@ -152,8 +162,8 @@ func opTable() map[protoreflect.FieldNumber]op {
 		22: opOf("session_release", (*pb.Command).GetSessionRelease, applySessionRelease),
 		23: opOf("session_delete", (*pb.Command).GetSessionDelete, applySessionDelete),
 		24: opOf("session_handed_on", (*pb.Command).GetSessionHandedOn, applySessionHandedOn),
-		30: opOf("will_set", (*pb.Command).GetWillSet, applyWillSet),
-		31: opOf("will_clear", (*pb.Command).GetWillClear, applyWillClear),
+		30: opAt("will_set", (*pb.Command).GetWillSet, applyWillSet),
+		31: opAt("will_clear", (*pb.Command).GetWillClear, applyWillClear),
 		40: opOf("retained_set", (*pb.Command).GetRetainedSet, applyRetainedSet),
 		41: opOf("retained_clear", (*pb.Command).GetRetainedClear, applyRetainedClear),
 		42: opOf("retained_expire", (*pb.Command).GetRetainedExpire, applyRetainedExpire),
@@ -191,8 +201,9 @@ func Encode(c *pb.Command) ([]byte, error) {
 // raft.ApplyFuture.Response on the node that proposed the entry) is:
 //   - nil: applied, or skipped as an unknown ignorable op, or a no-op
 //     because the state already was what the command sets;
-//   - an error wrapping ErrInvalid, ErrStaleEpoch, ErrNoSession or
-//     ErrNodeRemoved: rejected by every replica alike, state unchanged;
+//   - an error wrapping ErrInvalid, ErrStaleEpoch, ErrNoSession,
+//     ErrNoWill, ErrWillFired or ErrNodeRemoved: rejected by every replica
+//     alike, state unchanged;
 //   - a *FatalError: the FSM halted (see FatalError).
 //
 // The applied index advances in all cases but the last.

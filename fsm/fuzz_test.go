@@ -80,7 +80,8 @@ func FuzzApply(f *testing.F) {
 				}
 				return
 			case errors.Is(err, ErrInvalid), errors.Is(err, ErrStaleEpoch),
-				errors.Is(err, ErrNoSession), errors.Is(err, ErrNodeRemoved):
+				errors.Is(err, ErrNoSession), errors.Is(err, ErrNodeRemoved),
+				errors.Is(err, ErrNoWill), errors.Is(err, ErrWillFired):
 			default:
 				t.Fatalf("entry %d: response %#v", i, resp)
 			}

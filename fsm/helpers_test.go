@@ -115,6 +115,11 @@ func willClear(id string) *pb.Command {
 	return &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id}}}
 }
 
+// willFire is the claim of a node about to publish will id.
+func willFire(id string) *pb.Command {
+	return &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id, Fire: true}}}
+}
+
 func retainedSet(topicName, payload string, expiresAtMs int64) *pb.Command {
 	return &pb.Command{Op: &pb.Command_RetainedSet{RetainedSet: &pb.RetainedSet{
 		Topic: topicName, Payload: []byte(payload), Qos: 1, Properties: []byte{0x03, 0x00, 0x01, 'x'},
@@ -191,6 +196,9 @@ func dump(t testing.TB, f *FSM) string {
 	}
 	for _, v := range s.nodes {
 		fmt.Fprintf(&b, "node %+v\n", v)
+	}
+	for _, v := range s.fired {
+		fmt.Fprintf(&b, "fired will %q at %d\n", v.id, v.index)
 	}
 	return b.String()
 }

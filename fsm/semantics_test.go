@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/mqcluster/mqcluster/broker/topic"
+	pb "github.com/mqcluster/mqcluster/proto/mqcluster/v1"
 )
 
 func TestRoutes(t *testing.T) {
@@ -212,6 +213,41 @@ func TestWillFromANodeRecordedDownBringsItBack(t *testing.T) {
 	if err, _ := h.f.Apply(h.entry(willSet("n2/1", "c3", "n2", "w", "x"))).(error); !errors.Is(err, ErrNodeRemoved) {
 		t.Fatalf("will of a removed node: %v, want ErrNodeRemoved", err)
 	}
+}
+
+// A fired will is remembered for firedKeep entries: a second claim of it
+// is told it was published (ErrWillFired), not that it was never there
+// (ErrNoWill), which is what lets the node that held its connection, unsure
+// whether the registration landed, publish it only when no one did; and a
+// registration retried after the fire does not bring it back to be
+// published again. Snapshots keep the record; past the window it goes.
+func TestFiredWillIsRemembered(t *testing.T) {
+	h := newHarness(t)
+	h.must(willSet("n1/1", "c1", "n1", "w", "gone"), willFire("n1/1"))
+	rejected := func(c *pb.Command, want error) {
+		t.Helper()
+		if err, _ := h.f.Apply(h.entry(c)).(error); !errors.Is(err, want) {
+			t.Fatalf("%v: %v, want %v", c, err, want)
+		}
+	}
+	rejected(willFire("n1/1"), ErrWillFired)
+	rejected(willSet("n1/1", "c1", "n1", "w", "gone"), ErrWillFired)
+	if _, ok := h.f.Will("n1/1"); ok {
+		t.Fatal("a fired will registered again")
+	}
+	rejected(willFire("n1/2"), ErrNoWill)
+	// Cleared without fire (a normal DISCONNECT): nothing to remember.
+	h.must(willSet("n1/3", "c3", "n1", "w", "x"), willClear("n1/3"))
+	rejected(willFire("n1/3"), ErrNoWill)
+
+	g := restored(t, snapshotBytes(t, h.f))
+	gh := &harness{t: t, f: g, idx: h.idx}
+	if err, _ := g.Apply(gh.entry(willFire("n1/1"))).(error); !errors.Is(err, ErrWillFired) {
+		t.Fatalf("after a snapshot: %v, want ErrWillFired", err)
+	}
+	h.idx += firedKeep
+	rejected(willFire("n1/1"), ErrNoWill)
+	h.must(willSet("n1/1", "c1", "n1", "w", "again"))
 }
 
 func TestNodeRemove(t *testing.T) {

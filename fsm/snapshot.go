@@ -20,7 +20,9 @@ import (
 
 // FormatVersion is the snapshot format this package writes. Restore reads
 // every version up to it; fsm/testdata keeps a golden file of each.
-const FormatVersion = 1
+// Version 2 added the wills fired lately (FiredWillRecord), a record kind
+// that a reader of version 1 would refuse.
+const FormatVersion = 2
 
 // magic starts every snapshot, followed by the format version as a
 // big-endian uint16.
@@ -37,6 +39,13 @@ type Snapshot struct {
 	wills    []*Will
 	retained []*Retained
 	nodes    []Node
+	fired    []firedWill
+}
+
+// firedWill is a will fired lately (state.fired).
+type firedWill struct {
+	id    string
+	index uint64
 }
 
 var _ raft.FSMSnapshot = (*Snapshot)(nil)
@@ -63,7 +72,16 @@ func (f *FSM) snapshot() *Snapshot {
 		wills:    slices.AppendSeq(make([]*Will, 0, len(st.wills)), maps.Values(st.wills)),
 		retained: slices.AppendSeq(make([]*Retained, 0, len(st.retained)), maps.Values(st.retained)),
 		nodes:    slices.AppendSeq(make([]Node, 0, len(st.nodes)), maps.Values(st.nodes)),
+		fired:    firedWills(st.fired),
 	}
+}
+
+func firedWills(m map[string]uint64) []firedWill {
+	out := make([]firedWill, 0, len(m))
+	for id, index := range m {
+		out = append(out, firedWill{id, index})
+	}
+	return out
 }
 
 // Persist writes the snapshot to sink and closes it, or cancels it on error.
@@ -80,7 +98,8 @@ func (s *Snapshot) Release() {}
 
 // WriteTo writes the snapshot in the current format: the magic and version,
 // a SnapshotHeader, then one SnapshotRecord per route, session, will,
-// retained message and node, each sorted by key, each length-delimited. The
+// retained message, node and fired will, each sorted by key, each
+// length-delimited. The
 // same state always gives the same bytes.
 func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 	s.sort()
@@ -97,7 +116,7 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		FormatVersion: FormatVersion,
 		AppliedIndex:  s.applied,
 		MaxEpoch:      s.maxEpoch,
-		Records:       uint64(len(s.routes) + len(s.sessions) + len(s.wills) + len(s.retained) + len(s.nodes)),
+		Records:       uint64(len(s.routes) + len(s.sessions) + len(s.wills) + len(s.retained) + len(s.nodes) + len(s.fired)),
 	})
 	var rec pb.SnapshotRecord
 	for _, r := range s.routes {
@@ -120,6 +139,10 @@ func (s *Snapshot) WriteTo(w io.Writer) (int64, error) {
 		rec.Record = &pb.SnapshotRecord_Node{Node: nodeToProto(v)}
 		enc.write(&rec)
 	}
+	for _, v := range s.fired {
+		rec.Record = &pb.SnapshotRecord_FiredWill{FiredWill: &pb.FiredWillRecord{WillId: v.id, FiredAtIndex: v.index}}
+		enc.write(&rec)
+	}
 	if enc.err == nil {
 		enc.err = bw.Flush()
 	}
@@ -136,6 +159,7 @@ func (s *Snapshot) sort() {
 	slices.SortFunc(s.wills, func(a, b *Will) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(s.retained, func(a, b *Retained) int { return strings.Compare(a.Topic, b.Topic) })
 	slices.SortFunc(s.nodes, func(a, b Node) int { return strings.Compare(a.ID, b.ID) })
+	slices.SortFunc(s.fired, func(a, b firedWill) int { return strings.Compare(a.id, b.id) })
 }
 
 // recordWriter writes length-delimited messages (a uvarint size, then the
@@ -193,7 +217,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.cfg.Logger.Info("restored snapshot", "raft_index", hdr.GetAppliedIndex(),
 		"routes", len(st.routes), "sessions", len(st.sessions), "wills", len(st.wills),
-		"retained", len(st.retained), "nodes", len(st.nodes))
+		"retained", len(st.retained), "nodes", len(st.nodes), "fired_wills", len(st.fired))
 	return nil
 }
 
@@ -237,7 +261,12 @@ func readSnapshot(r io.Reader, maxRecord int) (*state, *pb.SnapshotHeader, error
 	if _, err := br.ReadByte(); err != io.EOF {
 		return nil, nil, fmt.Errorf("%w: data after the last of %d records", ErrBadSnapshot, hdr.GetRecords())
 	}
-	return b.st, hdr, nil
+	// Pruning takes the fired wills in the order they were fired.
+	st := b.st
+	slices.SortFunc(st.firedOrder, func(a, b string) int {
+		return cmp.Or(cmp.Compare(st.fired[a], st.fired[b]), strings.Compare(a, b))
+	})
+	return st, hdr, nil
 }
 
 // recordReader reads length-delimited messages through one reused buffer
@@ -358,6 +387,16 @@ func (b *builder) add(rec *pb.SnapshotRecord) error {
 			return fmt.Errorf("node %q in state %v", v.GetNodeId(), v.GetState())
 		}
 		st.nodes[v.GetNodeId()] = Node{ID: v.GetNodeId(), State: state, DownAtUnixMs: v.GetDownAtUnixMs()}
+	case *pb.SnapshotRecord_FiredWill:
+		v := r.FiredWill
+		if v.GetWillId() == "" || v.GetFiredAtIndex() == 0 {
+			return errors.New("fired will without will_id or index")
+		}
+		if err := b.order(6, routeKey{filter: v.GetWillId()}); err != nil {
+			return err
+		}
+		st.fired[v.GetWillId()] = v.GetFiredAtIndex()
+		st.firedOrder = append(st.firedOrder, v.GetWillId())
 	default:
 		return errors.New("record of an unknown kind")
 	}

@@ -282,6 +282,8 @@ func goldenLog() []*pb.Command {
 		claim("orphan", "node-2", 5, 600),
 		willSet("node-0/17", "sensor-1", "node-0", "status/sensor-1", "offline"),
 		willSet("node-2/3", "orphan", "node-2", "status/orphan", "gone"),
+		willSet("node-0/18", "sensor-1", "node-0", "status/sensor-1", "lost"),
+		willFire("node-0/18"),
 		retainedSet("status/sensor-1", "online", 0),
 		retainedSet("weather/today", "sunny", 1_800_000_000_000),
 		retainedSet("$SYS/version", "1", 0),

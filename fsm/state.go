@@ -128,6 +128,13 @@ type state struct {
 	retained map[string]*Retained
 	nodes    map[string]Node
 
+	// fired remembers the wills fired (will_clear with fire) within the
+	// last firedKeep log entries, by id, with the index of the fire;
+	// firedOrder holds their ids in that order, for pruning. The values
+	// are copied into a snapshot.
+	fired      map[string]uint64
+	firedOrder []string
+
 	// maxEpoch is the highest session epoch ever accepted (replicated: it
 	// survives the deletion of the session that had it).
 	maxEpoch uint64
@@ -148,6 +155,7 @@ func newState() *state {
 		wills:    map[string]*Will{},
 		retained: map[string]*Retained{},
 		nodes:    map[string]Node{},
+		fired:    map[string]uint64{},
 		trie:     topic.New[uint32](),
 		rtree:    newRetainedTree(),
 		expiring: map[string]int64{},

@@ -257,8 +257,9 @@ func (n *Node) handOn(b *broker.Server, id, owner string) {
 const claimSkew = time.Second
 
 // dropCopies takes out of rec, a session handed on to the owner the
-// cluster records, the QoS 2 messages its copy here collected since this
-// node started when that owner had claimed the session before: the owner
+// cluster records (or handed over to it by a move it asked for), the QoS 2
+// messages its copy here collected since this node started when that
+// owner had claimed the session before: the owner
 // routed them to itself all along, and its client has them or will. Only
 // another subscription here brought them to the copy (a restarted node's
 // restored sessions take what matches while it catches up). Handed on,
@@ -381,13 +382,24 @@ func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery, hops 
 // HandOnRest hands on to the session's owner the messages a session
 // collected here after it left for a node that never finished the move
 // (broker.SessionCluster): that node died, or lost the session to another
-// claim, before it asked for them.
-func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord) {
+// claim, before it asked for them. What the move's first step carried goes
+// too when that node is down now and the session lives elsewhere: the
+// node died in the middle of the move with the session's queue, and the
+// session's client, back on another node, would get it only once that
+// node is back (after the session's expiry, for a short one: 97 messages
+// of the 8 s subscriber in a kill run). A node that died after its client
+// had some of them makes those come twice; one cut off keeps them.
+func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord, first broker.FirstStep) {
 	b := n.brk.Load()
 	cur, ok := n.fsm.Session(clientID)
 	if b == nil || !ok || cur.Owner == "" {
 		n.log.Warn("rest of a moved session dropped: the cluster records no owner", "client_id", clientID, "messages", len(rec.Messages))
 		return
+	}
+	if down, _ := n.fsm.Node(first.To); len(first.Messages) > 0 && cur.Owner != first.To && down.State == fsm.NodeDown {
+		n.log.Warn("the node a session moved to died in the move; what the move's first step carried goes to the session's owner too",
+			"client_id", clientID, "dead", first.To, "owner", cur.Owner, "messages", len(first.Messages))
+		rec.Messages = append(first.Messages, rec.Messages...)
 	}
 	n.globalize(rec)
 	if ds, _ := broker.HandOnDeliveries(rec); len(ds) > 0 {

@@ -1,6 +1,7 @@
 package node
 
 import (
+	"sync"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
@@ -76,8 +77,59 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 	b.AdoptOffline(&broker.SessionRecord{ClientID: clientID, Expiry: s.ExpirySeconds,
 		DisconnectedAt: disconnected.UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch,
 		n.holdWorthy(s.Holders, ""))
-	if s.Connected {
-		// The connection that claimed it here is gone.
+	if s.Connected && !n.live.has(clientID, s.Epoch) {
+		// The connection that claimed it here is gone. One that claimed
+		// it lately may still be taking it over from its previous node
+		// (its CONNECT waits for that node): it meets this copy as a
+		// stale one, whose messages join it; recording a release would
+		// make the cluster count the session's expiry from now while its
+		// client is connected (a client back 8 s later found no session,
+		// session present 0).
 		n.ReleaseSession(clientID, s.Epoch, s.ExpirySeconds)
 	}
+}
+
+// liveClaims remembers the claims this node committed for a connection
+// lately: until the broker installs the session, such a claim is a
+// connection still taking the session over (its CONNECT waits for the
+// previous node); a claim committed after its proposal timed out is not
+// here (ownSession). Past liveClaimFor it counts as given up.
+type liveClaims struct {
+	mu sync.Mutex
+	m  map[string]liveClaim
+}
+
+type liveClaim struct {
+	epoch uint64
+	at    time.Time
+}
+
+// liveClaimFor outlasts a CONNECT's claim and takeover (the cluster
+// timeout and the takeover's).
+const liveClaimFor = 30 * time.Second
+
+func (l *liveClaims) add(clientID string, epoch uint64) {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.m == nil {
+		l.m = make(map[string]liveClaim)
+	}
+	if len(l.m) > 1024 {
+		for id, c := range l.m {
+			if now.Sub(c.at) > liveClaimFor {
+				delete(l.m, id)
+			}
+		}
+	}
+	l.m[clientID] = liveClaim{epoch, now}
+}
+
+// has reports whether this node claimed clientID's session at epoch less
+// than liveClaimFor ago.
+func (l *liveClaims) has(clientID string, epoch uint64) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	c, ok := l.m[clientID]
+	return ok && c.epoch == epoch && time.Since(c.at) < liveClaimFor
 }

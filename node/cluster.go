@@ -66,8 +66,77 @@ func (n *Node) setRoute(ctx context.Context, filter, group string, members int) 
 	return nil
 }
 
-// Forward sends m to every other node with a matching route.
+// loseWillAcks makes the acknowledgements of that many forwarded wills
+// count as lost, and dropWillSends that many wills not sent at all, as if
+// the peers were cut off (tests).
+var loseWillAcks, dropWillSends atomic.Int32
+
+// willRetryFor bounds how long a node sends a will again to the nodes
+// that did not acknowledge it.
+const willRetryFor = 2 * time.Minute
+
+// Forward sends m to every other node with a matching route. A will that
+// does not reach every such node is sent again in the background, for
+// willRetryFor: it has no publisher to do so (a node cut off just when it
+// was published lost it: 2 wills in a partition run); the nodes that had
+// it take it once (deliverer, seenWills).
 func (n *Node) Forward(m *broker.Message, done func(error)) bool {
+	if !m.Will {
+		return n.forward(m, done)
+	}
+	lose := false
+	if k := loseWillAcks.Load(); k > 0 && loseWillAcks.CompareAndSwap(k, k-1) {
+		lose = true
+	}
+	if k := dropWillSends.Load(); k > 0 && dropWillSends.CompareAndSwap(k, k-1) {
+		done(transport.ErrUnacknowledged)
+		n.wg.Add(1)
+		go n.forwardWillAgain(m)
+		return true
+	}
+	return n.forward(m, func(err error) {
+		if lose && err == nil {
+			err = transport.ErrUnacknowledged
+		}
+		done(err)
+		if err != nil {
+			n.wg.Add(1)
+			go n.forwardWillAgain(m)
+		}
+	})
+}
+
+// forwardWillAgain forwards will m again until every node with a route
+// acknowledged it, willRetryFor passed, or no node routes it any more.
+func (n *Node) forwardWillAgain(m *broker.Message) {
+	defer n.wg.Done()
+	deadline := time.Now().Add(willRetryFor)
+	wait := time.Second
+	for {
+		select {
+		case <-n.stop:
+			return
+		case <-time.After(wait):
+		}
+		errc := make(chan error, 1)
+		if !n.forward(m, func(err error) { errc <- err }) {
+			return
+		}
+		err := <-errc
+		if err == nil {
+			n.log.Info("will forwarded to every node with a route after a retry", "topic", m.Topic)
+			return
+		}
+		if time.Now().After(deadline) {
+			n.log.Warn("will not forwarded to every node with a route; given up", "topic", m.Topic, "err", err)
+			return
+		}
+		wait = min(2*wait, 10*time.Second)
+	}
+}
+
+// forward is Forward without the retry of wills.
+func (n *Node) forward(m *broker.Message, done func(error)) bool {
 	rc := routeCaches.Get().(*routeCache)
 	matches := rc.match(n.fsm, m.Topic)
 	routeCaches.Put(rc) // matches stays valid: cached matches are never modified
@@ -110,7 +179,7 @@ func (n *Node) Forward(m *broker.Message, done func(error)) bool {
 		// Fields set on the variable itself (not through a pointer) keep
 		// scratch on the stack; the same fields as wireMessage.
 		fm := pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
-			Properties: props, OriginClientId: m.Origin, OriginNode: n.cfg.NodeID, MsgId: m.ID}
+			Properties: props, OriginClientId: m.Origin, OriginNode: n.cfg.NodeID, MsgId: m.ID, Will: m.Will}
 		if m.ExpiresAt != 0 {
 			fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
 		}
@@ -289,8 +358,11 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []tra
 			b.Kick(string(fm.KickClientID))
 			continue
 		}
+		if fm.Will && fm.MsgID != 0 && len(fm.ToClientID) == 0 && !d.n.seenWills.first(string(fm.OriginNode), fm.MsgID) {
+			continue // sent again by a node that did not see it acknowledged
+		}
 		m := &broker.Message{QoS: byte(min(fm.QoS, 2)), Retain: fm.Retain, ID: fm.MsgID,
-			Origin: origins.get(fm.OriginClientID)}
+			Origin: origins.get(fm.OriginClientID), Will: fm.Will}
 		m.Topic, m.Payload = ownedTopicPayload(fm.Topic, fm.Payload)
 		switch node := fm.OriginNode; {
 		case string(node) == d.n.cfg.NodeID:
@@ -332,7 +404,7 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []tra
 		ms = append(ms, m)
 	}
 	for id, h := range handed {
-		if err := d.n.takeHandedOn(ctx, b, id, h); err != nil {
+		if err := d.n.takeHandedOn(ctx, b, from, id, h); err != nil {
 			return err
 		}
 	}
@@ -569,7 +641,7 @@ func (n *Node) RetainedCount() int { return n.fsm.RetainedCount() }
 // property block and ingress the node that received m from its publisher.
 func wireMessage(m *broker.Message, props []byte, ingress string) *pb.ForwardedMessage {
 	fm := &pb.ForwardedMessage{Topic: m.Topic, Payload: m.Payload, Qos: uint32(m.QoS), Retain: m.Retain,
-		Properties: props, OriginClientId: m.Origin, OriginNode: ingress, MsgId: m.ID}
+		Properties: props, OriginClientId: m.Origin, OriginNode: ingress, MsgId: m.ID, Will: m.Will}
 	if m.ExpiresAt != 0 {
 		fm.ExpiresAtUnixMs = m.ExpiresAt / int64(time.Millisecond)
 	}

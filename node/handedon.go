@@ -35,7 +35,7 @@ const stateWait = 2 * time.Second
 // nil: they are dropped only when the cluster records no owner to take
 // them (the session ended) or this node is that owner and the session
 // ended here.
-func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, id string, h *handedOn) error {
+func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, from, id string, h *handedOn) error {
 	placed := func() (bool, error) {
 		n.ownSession(b, id)
 		err := b.DeliverToSession(ctx, id, h.ds)
@@ -58,7 +58,14 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, id string, h 
 		}
 	}
 	s, ok := n.fsm.Session(id)
+	ended, endedHere := n.ended.last(id)
 	switch {
+	case ok && endedHere && ended < s.Epoch:
+		// The session they were meant for ended here (expired): the
+		// one the cluster records now is a later one of the same client
+		// id, which must not get them (a node that passed on messages to
+		// the session here since it moved here; a new session got 1,277
+		// messages published before it existed, in a jepsen-lite run).
 	case ok && s.Owner == n.cfg.NodeID:
 		// Claimed here since the last look; or ended here.
 		if ok, err := placed(); ok {
@@ -67,14 +74,14 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, id string, h 
 	case ok && s.Owner != "" && h.hops < handOnHops:
 		if k := n.passedOn.add(id, len(h.ds)); k > 0 {
 			n.log.Info("handed-on messages for a session this node does not hold passed on to its owner",
-				"client_id", id, "owner", s.Owner, "messages", k, "hops", h.hops+1)
+				"client_id", id, "from", from, "owner", s.Owner, "messages", k, "hops", h.hops+1)
 		}
 		n.sendOn(b, id, s.Owner, h.ds, h.hops+1, nil)
 		return nil
 	}
 	b.Stats().PassOnFailures.Add(int64(len(h.ds)))
 	n.log.Warn("handed-on messages for a session this node does not hold; dropped",
-		"client_id", id, "messages", len(h.ds), "recorded", ok, "owner", s.Owner, "hops", h.hops,
+		"client_id", id, "from", from, "messages", len(h.ds), "recorded", ok, "owner", s.Owner, "hops", h.hops,
 		"state_index", n.fsm.AppliedIndex(), "sender_state_index", h.index)
 	return nil
 }
@@ -118,4 +125,45 @@ func (l *sparseLog) add(key string, k int) int {
 	}
 	l.last[key] = sparseCount{at: now}
 	return c.n
+}
+
+// recentSet remembers (node, id) pairs for recentKeep: the wills this node
+// took, so that one sent again by a node that did not see it acknowledged
+// is taken once.
+type recentSet struct {
+	mu     sync.Mutex
+	m      map[recentKey]time.Time
+	pruned time.Time
+}
+
+type recentKey struct {
+	node string
+	id   uint64
+}
+
+// recentKeep outlasts the retries of a will (willRetryFor).
+const recentKeep = 2*willRetryFor + time.Minute
+
+// first records (node, id) and reports whether it is new.
+func (r *recentSet) first(node string, id uint64) bool {
+	now := time.Now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.m == nil {
+		r.m = make(map[recentKey]time.Time)
+	}
+	if now.Sub(r.pruned) > recentKeep/10 {
+		r.pruned = now
+		for k, at := range r.m {
+			if now.Sub(at) > recentKeep {
+				delete(r.m, k)
+			}
+		}
+	}
+	k := recentKey{node, id}
+	if _, ok := r.m[k]; ok {
+		return false
+	}
+	r.m[k] = now
+	return true
 }

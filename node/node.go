@@ -62,6 +62,11 @@ type Node struct {
 	// passedOn spaces the log lines of handed-on messages passed on by
 	// this node (handedon.go).
 	passedOn sparseLog
+	// seenWills names the wills forwarded to this node lately (Forward).
+	seenWills recentSet
+	// live names the claims this node made lately for connections it may
+	// still be setting up (claims.go).
+	live liveClaims
 	// downSeen is when each node was last seen recorded as down (holders.go).
 	downMu     sync.Mutex
 	downSeen   map[string]time.Time

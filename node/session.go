@@ -76,6 +76,7 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		}
 		idx, err = n.Propose(ctx, cmd)
 		if err == nil {
+			n.live.add(req.ClientID, epoch)
 			break
 		}
 		// A concurrent claim took the epoch (or this replica lags behind
@@ -293,11 +294,12 @@ func (n *Node) localize(rec *broker.SessionRecord, from string) {
 	}
 }
 
-// finishDelay holds back the answer to the second step of a move, and
-// refuseTakeOver makes takeovers fail as if the node could not be reached
-// (tests).
+// finishDelay and firstStepDelay hold back the answers to the steps of a
+// move, and refuseTakeOver makes takeovers fail as if the node could not
+// be reached (tests).
 var (
 	finishDelay     atomic.Int64 // a time.Duration
+	firstStepDelay  atomic.Int64 // a time.Duration
 	refuseTakeOver  atomic.Bool
 	refuseFirstStep atomic.Bool // the first step only
 )
@@ -311,6 +313,9 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 		return nil, fmt.Errorf("%w: %v", transport.ErrNotFound, errNoBroker)
 	}
 	id := req.GetClientId()
+	if d := time.Duration(firstStepDelay.Load()); d > 0 && !req.GetFinish() {
+		time.Sleep(d) // tests: a previous owner slow to answer the first step
+	}
 	if refuseTakeOver.Load() || refuseFirstStep.Load() && !req.GetFinish() {
 		return nil, fmt.Errorf("%w: refused (test)", transport.ErrNotFound)
 	}
@@ -336,7 +341,7 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 				// The first step may never have reached this node (it was
 				// cut off then): what it holds of the session goes with
 				// this answer, to the owner the cluster records.
-				b.HandOver(id)
+				b.HandOver(id, req.GetNewOwner())
 			}
 			rec, err := b.FinishHandOverTo(id, req.GetNewOwner(), passOnTime)
 			if err == nil {
@@ -347,14 +352,16 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 			if err != nil || rec == nil {
 				return nil, err
 			}
+			s.n.dropCopies(b, rec)
 			s.n.globalize(rec)
 			return store.AppendTransfer(nil, rec), nil
 		})
 	}
-	rec, ok := b.HandOver(id)
+	rec, ok := b.HandOver(id, req.GetNewOwner())
 	if !ok {
 		return nil, nil
 	}
+	s.n.dropCopies(b, rec)
 	s.n.globalize(rec)
 	return store.AppendTransfer(nil, rec), nil
 }
@@ -515,8 +522,13 @@ func (n *Node) willCommitted(id string) {
 
 // ClaimWill lets the broker publish a will only when it takes it from the
 // cluster first (broker.SessionCluster): the leader may have taken it, for
-// a node it took for dead (a partition, a pause). A will whose
-// registration is not committed is this node's alone. The claim is retried
+// a node it took for dead (a partition, a pause). A will that was never
+// registered here is this node's alone. One whose registration was
+// proposed but not seen committed may be in the cluster all the same (a
+// proposal that timed out on a leader that had replicated it): it is
+// claimed too, and published unless the cluster says it published it
+// (fsm.ErrWillFired); "no such will" means it never landed, and the
+// registration is dropped should it land later. The claim is retried
 // while there is no leader; it is never given up on, since the will stays
 // in the cluster until someone publishes it.
 func (n *Node) ClaimWill(id string, publish func(ok bool)) {
@@ -524,9 +536,13 @@ func (n *Node) ClaimWill(id string, publish func(ok bool)) {
 	state, known := n.wills[id]
 	delete(n.wills, id)
 	n.willsMu.Unlock()
-	if !known || state&willCommitted == 0 {
-		// Not in the cluster (yet): drop the registration if it lands.
+	committed := state&willCommitted != 0
+	if !committed {
+		// Drop the registration if it lands (after the claim, or
+		// coalesced with it while neither was proposed).
 		n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id}}})
+	}
+	if !known {
 		publish(true)
 		return
 	}
@@ -544,6 +560,9 @@ func (n *Node) ClaimWill(id string, publish func(ok bool)) {
 			switch {
 			case err == nil:
 				publish(true)
+				return
+			case !committed && rejectedFor(err, fsm.ErrNoWill):
+				publish(true) // its registration never landed
 				return
 			case errors.Is(err, ErrRejected) || isRejection(err):
 				n.log.Info("will already published by the cluster", "will", id)
@@ -601,4 +620,13 @@ func (e *endedSessions) has(clientID string, epoch uint64) bool {
 	defer e.mu.Unlock()
 	v, ok := e.m[clientID]
 	return ok && v.epoch == epoch
+}
+
+// last returns the epoch of the last session of clientID that ended here
+// lately.
+func (e *endedSessions) last(clientID string) (uint64, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	v, ok := e.m[clientID]
+	return v.epoch, ok
 }

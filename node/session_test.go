@@ -285,6 +285,41 @@ func TestWillOfKilledNodeFiresOnce(t *testing.T) {
 	})
 }
 
+// A will whose forwarding another node did not acknowledge (cut off just
+// then) is sent again by the node that published it: it has no publisher
+// to do so (2 wills lost in a jepsen-lite partition run). A node that had
+// it already (only its acknowledgement was lost) takes it once.
+func TestWillNotAcknowledgedIsForwardedAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		hook *atomic.Int32
+	}{{"not sent", &dropWillSends}, {"acknowledgement lost", &loseWillAcks}} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, addrs := brokerCluster(t)
+			sub := dial(t, addrs[2], "will-watcher")
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if _, err := sub.Subscribe(ctx, &paho.Subscribe{Subscriptions: []paho.SubscribeOptions{{Topic: "will/#", QoS: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			waitRouted(t, c.nodes[0].FSM(), "node-2", "will/#")
+			conn, _ := rawConnectWithWill(t, addrs[0], "lost", newDeviceState(), "will/lost", 0)
+			tc.hook.Store(1)
+			t.Cleanup(func() { tc.hook.Store(0) })
+			conn.nc.Close() // no DISCONNECT: the will goes
+			m := sub.expectWithin(t, 15*time.Second)
+			if m.Topic != "will/lost" {
+				t.Fatalf("got %s, want the will will/lost", m.Topic)
+			}
+			select {
+			case m := <-sub.msgs:
+				t.Errorf("second message %s %q: the will must go once", m.Topic, m.Payload)
+			case <-time.After(3 * time.Second):
+			}
+		})
+	}
+}
+
 // A will the cluster fires for a dead node's connection reaches a
 // persistent QoS 2 subscriber once, even when the publishing node is one
 // its session left lately: that node forwards the will to the session's
@@ -674,6 +709,58 @@ func TestRestOfAMoveGoesToTheOwnerWhenTheNewNodeDies(t *testing.T) {
 		t.Fatal("CONNACK: session present 0, want 1")
 	}
 	waitDeliveries(t, dev, "r", 5)
+}
+
+// A node dies in the middle of a move: it took the session's queue with
+// the move's first step and never asked for the rest. The session's client
+// comes back on a third node (session present 1, the recorded
+// subscriptions); the node the session left hands its owner what the first
+// step carried as well as what came since, once the dead node is recorded
+// down: otherwise the queue would reach the client only when that node is
+// back, after the expiry of a short session (97 messages of the 8 s
+// subscriber in a jepsen-lite kill run).
+func TestFirstStepOfAMoveToANodeThatDiedGoesToTheOwner(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	victim := 1
+	if c.leader(5*time.Second) == c.nodes[1] {
+		victim = 2
+	}
+	third := 3 - victim
+	victimID := c.nodes[victim].ID()
+	dev := offlineSession(t, addrs[0], "mid", "mid/#", 1)
+	waitOwner(t, c, "mid", "node-0")
+	pub := dial(t, addrs[third], "mid-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "mid/x", QoS: 1, Payload: []byte(fmt.Sprintf("m-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The victim claims the session and takes the move's first step, then
+	// dies before its broker has installed it.
+	lateClaim(t, c, "mid", victim)
+	s, _ := c.nodes[victim].FSM().Session("mid")
+	if _, err := (sessions{c.nodes[0]}).TakeOver(ctx, &pb.TakeOverRequest{ClientId: "mid", NewOwner: victimID, Epoch: s.Epoch}); err != nil {
+		t.Fatal(err)
+	}
+	srv := c.nodes[victim].brk.Load()
+	c.kill(victim)
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv.Close(closeCtx)
+	cancelClose()
+	eventually(t, 20*time.Second, func() error {
+		if nd, _ := c.nodes[0].FSM().Node(victimID); nd.State != fsm.NodeDown {
+			return fmt.Errorf("%s not recorded down yet", victimID)
+		}
+		return nil
+	})
+	b, ack := rawConnect(t, addrs[third], "mid", dev, false, 600)
+	defer b.disconnect()
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "m", 5)
 }
 
 // A client reconnects to node 1 just after node 0, which held its session,
@@ -1236,4 +1323,63 @@ func TestCopyOfASessionClaimedLongAgoIsHandedOnAtOnce(t *testing.T) {
 		t.Error("node 0 handed on a session node 1 has just claimed, before its takeover could come")
 	}
 	// Where what the copy held goes is handedon_test.go's.
+}
+
+// A will whose registration this node proposed without seeing it
+// committed (the proposal timed out, the leader had replicated it) is
+// claimed like a registered one when its connection is lost: published
+// when the claim takes it or finds it never landed, and not when the
+// cluster published it already (a majority that took this node for dead),
+// which the fsm remembers (9 wills published twice in a partition run).
+func TestWillOfAnUnconfirmedRegistrationIsPublishedOnce(t *testing.T) {
+	c := newCluster(t, 3)
+	c.leader(10 * time.Second)
+	n1 := c.nodes[1]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	register := func(id string, landed bool) {
+		t.Helper()
+		n1.willsMu.Lock()
+		n1.wills[id] = willWanted
+		n1.willsMu.Unlock()
+		if !landed {
+			return
+		}
+		if _, err := n1.proposeApplied(ctx, &pb.Command{Op: &pb.Command_WillSet{WillSet: &pb.WillSet{
+			WillId: id, ClientId: "c-" + id, NodeId: n1.ID(), Topic: "will/" + id, Payload: []byte("gone"), Qos: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claimed := func(id string) bool {
+		t.Helper()
+		got := make(chan bool, 1)
+		n1.ClaimWill(id, func(ok bool) { got <- ok })
+		select {
+		case ok := <-got:
+			return ok
+		case <-ctx.Done():
+			t.Fatalf("will %s: no answer to the claim", id)
+			return false
+		}
+	}
+	register("n1/fired", true)
+	// The leader publishes it for a node it took for dead.
+	if _, err := c.nodes[0].proposeApplied(ctx, &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{
+		WillId: "n1/fired", Fire: true}}}); err != nil {
+		t.Fatal(err)
+	}
+	if claimed("n1/fired") {
+		t.Error("the node published a will the cluster had published")
+	}
+	register("n1/landed", true)
+	if !claimed("n1/landed") {
+		t.Error("a will whose registration landed unseen was not published")
+	}
+	if _, ok := c.nodes[0].FSM().Will("n1/landed"); ok {
+		t.Error("the published will stays in the cluster, to be published again")
+	}
+	register("n1/lost", false)
+	if !claimed("n1/lost") {
+		t.Error("a will whose registration never landed was not published")
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/mqcluster/mqcluster/fsm"
 	"github.com/mqcluster/mqcluster/transport"
@@ -138,5 +139,13 @@ func (p proposer) ProposeLocal(ctx context.Context, cmd []byte) (uint64, error) 
 // (as every replica does), not a failure to commit it.
 func isRejection(err error) bool {
 	return errors.Is(err, fsm.ErrInvalid) || errors.Is(err, fsm.ErrStaleEpoch) ||
-		errors.Is(err, fsm.ErrNoSession) || errors.Is(err, fsm.ErrNodeRemoved) || errors.Is(err, fsm.ErrNoWill)
+		errors.Is(err, fsm.ErrNoSession) || errors.Is(err, fsm.ErrNodeRemoved) || errors.Is(err, fsm.ErrNoWill) ||
+		errors.Is(err, fsm.ErrWillFired)
+}
+
+// rejectedFor reports whether err is the state machine's rejection for
+// reason, on this node (errors.Is) or through the leader (ErrRejected, with
+// the reason in its message).
+func rejectedFor(err, reason error) bool {
+	return errors.Is(err, reason) || errors.Is(err, ErrRejected) && strings.Contains(err.Error(), reason.Error())
 }

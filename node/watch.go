@@ -304,7 +304,7 @@ func (n *Node) fireWill(wl fsm.Will) {
 	if b == nil {
 		return
 	}
-	m := &broker.Message{Topic: wl.Topic, Payload: wl.Payload, QoS: wl.QoS, Retain: wl.Retain, Origin: wl.ClientID}
+	m := &broker.Message{Topic: wl.Topic, Payload: wl.Payload, QoS: wl.QoS, Retain: wl.Retain, Origin: wl.ClientID, Will: true}
 	if err := packet.DecodeMessageProperties(wl.Properties, &m.Props); err != nil {
 		n.log.Warn("will with bad properties", "will", wl.ID, "err", err)
 	}

@@ -18,6 +18,8 @@ import (
 //	          [properties] [expires_at_unix_ms] [shared] [kick_client_id]
 //	          [to_client_id] [to_packet_id] [to_state_index] [to_hops]
 //
+// (will is a flag only)
+//
 // flags, qos, msg_id, to_packet_id, to_state_index and to_hops are uvarints; the strings and byte fields are a
 // uvarint length and the bytes; expires_at_unix_ms is a zig-zag varint;
 // shared is a uvarint count and that many (group, filter) pairs of
@@ -42,6 +44,7 @@ const (
 	flagToPacketID
 	flagToStateIndex
 	flagToHops
+	flagWill
 )
 
 // Message is one forwarded message decoded from a batch: every field of
@@ -64,6 +67,7 @@ type Message struct {
 	ToPacketID      uint32
 	ToStateIndex    uint64
 	ToHops          uint32
+	Will            bool
 
 	nShared int
 	shared  []byte // nShared (group, filter) pairs, checked by the decoder
@@ -107,6 +111,7 @@ func (m *Message) Proto() *pb.ForwardedMessage {
 		ToPacketId:      m.ToPacketID,
 		ToStateIndex:    m.ToStateIndex,
 		ToHops:          m.ToHops,
+		Will:            m.Will,
 	}
 	for g, f := range m.Shared() {
 		fm.Shared = append(fm.Shared, &pb.SharedTarget{Group: string(g), Filter: string(f)})
@@ -237,6 +242,9 @@ func flagsOf(m *pb.ForwardedMessage) uint {
 	if m.ToHops != 0 {
 		flags |= flagToHops
 	}
+	if m.Will {
+		flags |= flagWill
+	}
 	return flags
 }
 
@@ -285,6 +293,7 @@ func decodeBody(b []byte, m *Message) error {
 	m.QoS = uint32(qos)
 	m.Retain = flags&flagRetain != 0
 	m.SharedOnly = flags&flagSharedOnly != 0
+	m.Will = flags&flagWill != 0
 	if m.MsgID, b, err = readUvarint(b); err != nil {
 		return fmt.Errorf("msg_id: %w", err)
 	}

@@ -39,6 +39,7 @@ func fullMessage() *pb.ForwardedMessage {
 		ToPacketId:   65535,
 		ToStateIndex: math.MaxUint64 - 1,
 		ToHops:       math.MaxUint32,
+		Will:         true,
 	}
 }
 
@@ -56,6 +57,7 @@ var recordCases = []struct {
 	{"to a session", &pb.ForwardedMessage{MsgId: 4, Topic: "t", Qos: 1, ToClientId: "c2", OriginNode: "n2"}},
 	{"to a session, with its packet id", &pb.ForwardedMessage{MsgId: 6, Topic: "t", Qos: 2, ToClientId: "c3", ToPacketId: 7}},
 	{"passed on by a node without the session", &pb.ForwardedMessage{MsgId: 8, Topic: "t", Qos: 1, ToClientId: "c4", ToStateIndex: 1234, ToHops: 1}},
+	{"a will", &pb.ForwardedMessage{MsgId: 9, Topic: "will/c", Qos: 1, OriginNode: "n3", Will: true}},
 	{"one share group", &pb.ForwardedMessage{MsgId: 5, Topic: "t", Shared: []*pb.SharedTarget{{Group: "g", Filter: "t"}}}},
 }
 

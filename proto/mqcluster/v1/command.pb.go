@@ -953,7 +953,8 @@ type WillClear struct {
 	// fire: the proposer is about to publish the will. It is rejected when
 	// the will is not there, so that of two nodes about to publish it (the
 	// leader, for a node it took for dead, and that node itself) only the
-	// first one does.
+	// first one does; the rejection tells a will fired lately (fsm
+	// ErrWillFired) from one never registered or cleared (ErrNoWill).
 	Fire          bool `protobuf:"varint,2,opt,name=fire,proto3" json:"fire,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

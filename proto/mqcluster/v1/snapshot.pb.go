@@ -3,7 +3,8 @@
 // prefix, as google.golang.org/protobuf/encoding/protodelim writes them)
 // messages: one SnapshotHeader, then header.records SnapshotRecords in a
 // deterministic order (routes by filter then group, sessions by client id,
-// wills by will id, retained by topic, nodes by node id), then end of stream.
+// wills by will id, retained by topic, nodes by node id, fired wills by will
+// id; version 2 added those), then end of stream.
 //
 // The format version changes when a reader of the previous version could
 // misread the stream; adding fields does not change it. Golden files of
@@ -158,6 +159,7 @@ type SnapshotRecord struct {
 	//	*SnapshotRecord_Will
 	//	*SnapshotRecord_Retained
 	//	*SnapshotRecord_Node
+	//	*SnapshotRecord_FiredWill
 	Record        isSnapshotRecord_Record `protobuf_oneof:"record"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -245,6 +247,15 @@ func (x *SnapshotRecord) GetNode() *NodeRecord {
 	return nil
 }
 
+func (x *SnapshotRecord) GetFiredWill() *FiredWillRecord {
+	if x != nil {
+		if x, ok := x.Record.(*SnapshotRecord_FiredWill); ok {
+			return x.FiredWill
+		}
+	}
+	return nil
+}
+
 type isSnapshotRecord_Record interface {
 	isSnapshotRecord_Record()
 }
@@ -269,6 +280,10 @@ type SnapshotRecord_Node struct {
 	Node *NodeRecord `protobuf:"bytes,5,opt,name=node,proto3,oneof"`
 }
 
+type SnapshotRecord_FiredWill struct {
+	FiredWill *FiredWillRecord `protobuf:"bytes,6,opt,name=fired_will,json=firedWill,proto3,oneof"` // format version 2
+}
+
 func (*SnapshotRecord_Route) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Session) isSnapshotRecord_Record() {}
@@ -278,6 +293,64 @@ func (*SnapshotRecord_Will) isSnapshotRecord_Record() {}
 func (*SnapshotRecord_Retained) isSnapshotRecord_Record() {}
 
 func (*SnapshotRecord_Node) isSnapshotRecord_Record() {}
+
+func (*SnapshotRecord_FiredWill) isSnapshotRecord_Record() {}
+
+// FiredWillRecord: a will published lately through a will_clear with fire
+// set, remembered for the fsm's window of log entries (firedKeep), so that
+// a later claim of it is told "already published", not "not registered",
+// and a late registration of it is refused.
+type FiredWillRecord struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WillId        string                 `protobuf:"bytes,1,opt,name=will_id,json=willId,proto3" json:"will_id,omitempty"`
+	FiredAtIndex  uint64                 `protobuf:"varint,2,opt,name=fired_at_index,json=firedAtIndex,proto3" json:"fired_at_index,omitempty"` // the raft index of the will_clear
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FiredWillRecord) Reset() {
+	*x = FiredWillRecord{}
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FiredWillRecord) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FiredWillRecord) ProtoMessage() {}
+
+func (x *FiredWillRecord) ProtoReflect() protoreflect.Message {
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FiredWillRecord.ProtoReflect.Descriptor instead.
+func (*FiredWillRecord) Descriptor() ([]byte, []int) {
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *FiredWillRecord) GetWillId() string {
+	if x != nil {
+		return x.WillId
+	}
+	return ""
+}
+
+func (x *FiredWillRecord) GetFiredAtIndex() uint64 {
+	if x != nil {
+		return x.FiredAtIndex
+	}
+	return 0
+}
 
 // RouteRecord: the nodes with subscribers for (filter, group), sorted by node
 // id, each with members > 0.
@@ -292,7 +365,7 @@ type RouteRecord struct {
 
 func (x *RouteRecord) Reset() {
 	*x = RouteRecord{}
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[2]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -304,7 +377,7 @@ func (x *RouteRecord) String() string {
 func (*RouteRecord) ProtoMessage() {}
 
 func (x *RouteRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[2]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -317,7 +390,7 @@ func (x *RouteRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteRecord.ProtoReflect.Descriptor instead.
 func (*RouteRecord) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{2}
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RouteRecord) GetFilter() string {
@@ -351,7 +424,7 @@ type RouteMember struct {
 
 func (x *RouteMember) Reset() {
 	*x = RouteMember{}
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[3]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -363,7 +436,7 @@ func (x *RouteMember) String() string {
 func (*RouteMember) ProtoMessage() {}
 
 func (x *RouteMember) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[3]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -376,7 +449,7 @@ func (x *RouteMember) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteMember.ProtoReflect.Descriptor instead.
 func (*RouteMember) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{3}
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RouteMember) GetNodeId() string {
@@ -412,7 +485,7 @@ type SessionRecord struct {
 
 func (x *SessionRecord) Reset() {
 	*x = SessionRecord{}
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[4]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -424,7 +497,7 @@ func (x *SessionRecord) String() string {
 func (*SessionRecord) ProtoMessage() {}
 
 func (x *SessionRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[4]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -437,7 +510,7 @@ func (x *SessionRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionRecord.ProtoReflect.Descriptor instead.
 func (*SessionRecord) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{4}
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SessionRecord) GetClientId() string {
@@ -521,7 +594,7 @@ type WillRecord struct {
 
 func (x *WillRecord) Reset() {
 	*x = WillRecord{}
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[5]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +606,7 @@ func (x *WillRecord) String() string {
 func (*WillRecord) ProtoMessage() {}
 
 func (x *WillRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[5]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +619,7 @@ func (x *WillRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WillRecord.ProtoReflect.Descriptor instead.
 func (*WillRecord) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{5}
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *WillRecord) GetWillId() string {
@@ -633,7 +706,7 @@ type RetainedRecord struct {
 
 func (x *RetainedRecord) Reset() {
 	*x = RetainedRecord{}
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[6]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -645,7 +718,7 @@ func (x *RetainedRecord) String() string {
 func (*RetainedRecord) ProtoMessage() {}
 
 func (x *RetainedRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[6]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -658,7 +731,7 @@ func (x *RetainedRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetainedRecord.ProtoReflect.Descriptor instead.
 func (*RetainedRecord) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{6}
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *RetainedRecord) GetTopic() string {
@@ -715,7 +788,7 @@ type NodeRecord struct {
 
 func (x *NodeRecord) Reset() {
 	*x = NodeRecord{}
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[7]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -727,7 +800,7 @@ func (x *NodeRecord) String() string {
 func (*NodeRecord) ProtoMessage() {}
 
 func (x *NodeRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[7]
+	mi := &file_mqcluster_v1_snapshot_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -740,7 +813,7 @@ func (x *NodeRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use NodeRecord.ProtoReflect.Descriptor instead.
 func (*NodeRecord) Descriptor() ([]byte, []int) {
-	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{7}
+	return file_mqcluster_v1_snapshot_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *NodeRecord) GetNodeId() string {
@@ -773,14 +846,19 @@ const file_mqcluster_v1_snapshot_proto_rawDesc = "" +
 	"\x0eformat_version\x18\x01 \x01(\rR\rformatVersion\x12#\n" +
 	"\rapplied_index\x18\x02 \x01(\x04R\fappliedIndex\x12\x1b\n" +
 	"\tmax_epoch\x18\x03 \x01(\x04R\bmaxEpoch\x12\x18\n" +
-	"\arecords\x18\x04 \x01(\x04R\arecords\"\xa2\x02\n" +
+	"\arecords\x18\x04 \x01(\x04R\arecords\"\xe2\x02\n" +
 	"\x0eSnapshotRecord\x121\n" +
 	"\x05route\x18\x01 \x01(\v2\x19.mqcluster.v1.RouteRecordH\x00R\x05route\x127\n" +
 	"\asession\x18\x02 \x01(\v2\x1b.mqcluster.v1.SessionRecordH\x00R\asession\x12.\n" +
 	"\x04will\x18\x03 \x01(\v2\x18.mqcluster.v1.WillRecordH\x00R\x04will\x12:\n" +
 	"\bretained\x18\x04 \x01(\v2\x1c.mqcluster.v1.RetainedRecordH\x00R\bretained\x12.\n" +
-	"\x04node\x18\x05 \x01(\v2\x18.mqcluster.v1.NodeRecordH\x00R\x04nodeB\b\n" +
-	"\x06record\"p\n" +
+	"\x04node\x18\x05 \x01(\v2\x18.mqcluster.v1.NodeRecordH\x00R\x04node\x12>\n" +
+	"\n" +
+	"fired_will\x18\x06 \x01(\v2\x1d.mqcluster.v1.FiredWillRecordH\x00R\tfiredWillB\b\n" +
+	"\x06record\"P\n" +
+	"\x0fFiredWillRecord\x12\x17\n" +
+	"\awill_id\x18\x01 \x01(\tR\x06willId\x12$\n" +
+	"\x0efired_at_index\x18\x02 \x01(\x04R\ffiredAtIndex\"p\n" +
 	"\vRouteRecord\x12\x16\n" +
 	"\x06filter\x18\x01 \x01(\tR\x06filter\x12\x14\n" +
 	"\x05group\x18\x02 \x01(\tR\x05group\x123\n" +
@@ -845,33 +923,35 @@ func file_mqcluster_v1_snapshot_proto_rawDescGZIP() []byte {
 }
 
 var file_mqcluster_v1_snapshot_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mqcluster_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_mqcluster_v1_snapshot_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_mqcluster_v1_snapshot_proto_goTypes = []any{
-	(NodeState)(0),         // 0: mqcluster.v1.NodeState
-	(*SnapshotHeader)(nil), // 1: mqcluster.v1.SnapshotHeader
-	(*SnapshotRecord)(nil), // 2: mqcluster.v1.SnapshotRecord
-	(*RouteRecord)(nil),    // 3: mqcluster.v1.RouteRecord
-	(*RouteMember)(nil),    // 4: mqcluster.v1.RouteMember
-	(*SessionRecord)(nil),  // 5: mqcluster.v1.SessionRecord
-	(*WillRecord)(nil),     // 6: mqcluster.v1.WillRecord
-	(*RetainedRecord)(nil), // 7: mqcluster.v1.RetainedRecord
-	(*NodeRecord)(nil),     // 8: mqcluster.v1.NodeRecord
-	(*Subscription)(nil),   // 9: mqcluster.v1.Subscription
+	(NodeState)(0),          // 0: mqcluster.v1.NodeState
+	(*SnapshotHeader)(nil),  // 1: mqcluster.v1.SnapshotHeader
+	(*SnapshotRecord)(nil),  // 2: mqcluster.v1.SnapshotRecord
+	(*FiredWillRecord)(nil), // 3: mqcluster.v1.FiredWillRecord
+	(*RouteRecord)(nil),     // 4: mqcluster.v1.RouteRecord
+	(*RouteMember)(nil),     // 5: mqcluster.v1.RouteMember
+	(*SessionRecord)(nil),   // 6: mqcluster.v1.SessionRecord
+	(*WillRecord)(nil),      // 7: mqcluster.v1.WillRecord
+	(*RetainedRecord)(nil),  // 8: mqcluster.v1.RetainedRecord
+	(*NodeRecord)(nil),      // 9: mqcluster.v1.NodeRecord
+	(*Subscription)(nil),    // 10: mqcluster.v1.Subscription
 }
 var file_mqcluster_v1_snapshot_proto_depIdxs = []int32{
-	3, // 0: mqcluster.v1.SnapshotRecord.route:type_name -> mqcluster.v1.RouteRecord
-	5, // 1: mqcluster.v1.SnapshotRecord.session:type_name -> mqcluster.v1.SessionRecord
-	6, // 2: mqcluster.v1.SnapshotRecord.will:type_name -> mqcluster.v1.WillRecord
-	7, // 3: mqcluster.v1.SnapshotRecord.retained:type_name -> mqcluster.v1.RetainedRecord
-	8, // 4: mqcluster.v1.SnapshotRecord.node:type_name -> mqcluster.v1.NodeRecord
-	4, // 5: mqcluster.v1.RouteRecord.members:type_name -> mqcluster.v1.RouteMember
-	9, // 6: mqcluster.v1.SessionRecord.subscriptions:type_name -> mqcluster.v1.Subscription
-	0, // 7: mqcluster.v1.NodeRecord.state:type_name -> mqcluster.v1.NodeState
-	8, // [8:8] is the sub-list for method output_type
-	8, // [8:8] is the sub-list for method input_type
-	8, // [8:8] is the sub-list for extension type_name
-	8, // [8:8] is the sub-list for extension extendee
-	0, // [0:8] is the sub-list for field type_name
+	4,  // 0: mqcluster.v1.SnapshotRecord.route:type_name -> mqcluster.v1.RouteRecord
+	6,  // 1: mqcluster.v1.SnapshotRecord.session:type_name -> mqcluster.v1.SessionRecord
+	7,  // 2: mqcluster.v1.SnapshotRecord.will:type_name -> mqcluster.v1.WillRecord
+	8,  // 3: mqcluster.v1.SnapshotRecord.retained:type_name -> mqcluster.v1.RetainedRecord
+	9,  // 4: mqcluster.v1.SnapshotRecord.node:type_name -> mqcluster.v1.NodeRecord
+	3,  // 5: mqcluster.v1.SnapshotRecord.fired_will:type_name -> mqcluster.v1.FiredWillRecord
+	5,  // 6: mqcluster.v1.RouteRecord.members:type_name -> mqcluster.v1.RouteMember
+	10, // 7: mqcluster.v1.SessionRecord.subscriptions:type_name -> mqcluster.v1.Subscription
+	0,  // 8: mqcluster.v1.NodeRecord.state:type_name -> mqcluster.v1.NodeState
+	9,  // [9:9] is the sub-list for method output_type
+	9,  // [9:9] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_mqcluster_v1_snapshot_proto_init() }
@@ -886,6 +966,7 @@ func file_mqcluster_v1_snapshot_proto_init() {
 		(*SnapshotRecord_Will)(nil),
 		(*SnapshotRecord_Retained)(nil),
 		(*SnapshotRecord_Node)(nil),
+		(*SnapshotRecord_FiredWill)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -893,7 +974,7 @@ func file_mqcluster_v1_snapshot_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mqcluster_v1_snapshot_proto_rawDesc), len(file_mqcluster_v1_snapshot_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -148,7 +148,12 @@ type ForwardedMessage struct {
 	// to_hops, with to_client_id: how often the message was passed on
 	// already by nodes that did not hold the session (bounded, so that two
 	// nodes whose states disagree cannot send it back and forth).
-	ToHops        uint32 `protobuf:"varint,16,opt,name=to_hops,json=toHops,proto3" json:"to_hops,omitempty"`
+	ToHops uint32 `protobuf:"varint,16,opt,name=to_hops,json=toHops,proto3" json:"to_hops,omitempty"`
+	// will: the message is a will. A will has no publisher to send it again
+	// when a node does not acknowledge it (cut off just then): the node that
+	// publishes it does, for a while, and the receiver takes each will once,
+	// by (origin_node, msg_id).
+	Will          bool `protobuf:"varint,17,opt,name=will,proto3" json:"will,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -293,6 +298,13 @@ func (x *ForwardedMessage) GetToHops() uint32 {
 		return x.ToHops
 	}
 	return 0
+}
+
+func (x *ForwardedMessage) GetWill() bool {
+	if x != nil {
+		return x.Will
+	}
+	return false
 }
 
 // SharedTarget names one shared subscription group: $share/{group}/{filter}.
@@ -1422,7 +1434,7 @@ var File_mqcluster_v1_transport_proto protoreflect.FileDescriptor
 
 const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\n" +
-	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\x99\x04\n" +
+	"\x1cmqcluster/v1/transport.proto\x12\fmqcluster.v1\"\xad\x04\n" +
 	"\x10ForwardedMessage\x12\x15\n" +
 	"\x06msg_id\x18\x01 \x01(\x04R\x05msgId\x12\x14\n" +
 	"\x05topic\x18\x02 \x01(\tR\x05topic\x12\x18\n" +
@@ -1446,7 +1458,8 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\fto_packet_id\x18\x0e \x01(\rR\n" +
 	"toPacketId\x12$\n" +
 	"\x0eto_state_index\x18\x0f \x01(\x04R\ftoStateIndex\x12\x17\n" +
-	"\ato_hops\x18\x10 \x01(\rR\x06toHops\"<\n" +
+	"\ato_hops\x18\x10 \x01(\rR\x06toHops\x12\x12\n" +
+	"\x04will\x18\x11 \x01(\bR\x04will\"<\n" +
 	"\fSharedTarget\x12\x14\n" +
 	"\x05group\x18\x01 \x01(\tR\x05group\x12\x16\n" +
 	"\x06filter\x18\x02 \x01(\tR\x06filter\"\xbf\x01\n" +
