@@ -153,6 +153,12 @@ func (ss *session) prepareLocked(o *outMsg) (StoreOp, bool) {
 	if ss.arrived != nil && !ss.arrivedOnce(o.msg) {
 		return StoreOp{}, false
 	}
+	if o.msg.Will && ss.hasLocked(o.msg) {
+		// A will sent again by the node that published it (a node with
+		// a route did not acknowledge it): this session had it, here or
+		// where it lived before (its delivery history came with it).
+		return StoreOp{}, false
+	}
 	if c := ss.conn; c != nil && c.clientMaxPacket > 0 && estimateSize(o.msg) > c.clientMaxPacket {
 		// [MQTT-3.1.2-25]: never send a packet above the client's maximum.
 		ss.srv.stats.DroppedTooLarge.Add(1)
@@ -482,4 +488,27 @@ func (q *msgQueue) each(fn func(o *outMsg)) {
 	for i := 0; i < q.n; i++ {
 		fn(&q.buf[(q.head+i)%len(q.buf)])
 	}
+}
+
+// hasLocked reports whether the session holds m (in flight or queued) or
+// delivered it lately. Caller holds ss.mu.
+func (ss *session) hasLocked(m *Message) bool {
+	if m.ID == 0 {
+		return false
+	}
+	if ss.srv.recent.has(ss.id, m) {
+		return true
+	}
+	for i := range ss.inflight {
+		if o := ss.inflight[i].msg; o.ID == m.ID && o.Node == m.Node {
+			return true
+		}
+	}
+	held := false
+	ss.queue.each(func(o *outMsg) {
+		if o.msg.ID == m.ID && o.msg.Node == m.Node {
+			held = true
+		}
+	})
+	return held
 }

@@ -41,7 +41,7 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, from, id stri
 		err := b.DeliverToSession(ctx, id, h.ds)
 		return !errors.Is(err, broker.ErrNoSession), err
 	}
-	if ok, err := placed(); ok {
+	if done, err := placed(); done {
 		return err
 	}
 	if n.fsm.AppliedIndex() < h.index {
@@ -52,7 +52,7 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, from, id stri
 			return ctx.Err() // the stream ended: the sender sends them again
 		}
 		if werr == nil {
-			if ok, err := placed(); ok {
+			if done, err := placed(); done {
 				return err
 			}
 		}
@@ -68,7 +68,7 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, from, id stri
 		// messages published before it existed, in a jepsen-lite run).
 	case ok && s.Owner == n.cfg.NodeID:
 		// Claimed here since the last look; or ended here.
-		if ok, err := placed(); ok {
+		if done, err := placed(); done {
 			return err
 		}
 	case ok && s.Owner != "" && h.hops < handOnHops:
