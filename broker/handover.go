@@ -419,7 +419,8 @@ func (s *Server) releasePending(ss *session, seen msgSet) {
 }
 
 // placePending places the deliveries held back while ss arrives and ends
-// the holding back; with arrived, the session has arrived whole.
+// the holding back; with arrived, the session has arrived whole. Released
+// early (not arrived), QoS 2 deliveries stay held until it has.
 func (s *Server) placePending(ss *session, seen msgSet, arrived bool) {
 	ss.mu.Lock()
 	if arrived && ss.imported != nil {
@@ -432,6 +433,14 @@ func (s *Server) placePending(ss *session, seen msgSet, arrived bool) {
 	var ops, stale []StoreOp
 	var start *conn
 	for _, o := range pending {
+		if !arrived && o.qos == 2 {
+			// Released early, before the previous node answered: a QoS
+			// 2 message it may have sent the client already waits for
+			// its answer ([MQTT-4.3.3-2]: a duplicate is worse than the
+			// wait; a QoS 1 one may come twice).
+			ss.pending = append(ss.pending, o)
+			continue
+		}
 		if o.seq != 0 {
 			// Stored apart while held back: it takes its place in the
 			// queue (a new sequence and packet id) in the same commit.
