@@ -1,7 +1,6 @@
 package node
 
 import (
-	"sync"
 	"time"
 
 	"github.com/mqcluster/mqcluster/broker"
@@ -56,7 +55,7 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 		return
 	}
 	now := time.Now()
-	if n.ended.has(clientID, s.Epoch) {
+	if hasEpoch(&n.ended, clientID, s.Epoch) {
 		// It ended here (expired) before the cluster recorded the end:
 		// installing it would revive it with a new expiry.
 		n.log.Info("handed-on messages for a session that ended here; not installed", "client_id", clientID, "epoch", s.Epoch)
@@ -77,7 +76,7 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 	b.AdoptOffline(&broker.SessionRecord{ClientID: clientID, Expiry: s.ExpirySeconds,
 		DisconnectedAt: disconnected.UnixNano(), Subscriptions: brokerSubscriptions(s.Subscriptions)}, s.Epoch,
 		n.holdWorthy(s.Holders, ""))
-	if s.Connected && !n.live.has(clientID, s.Epoch) {
+	if s.Connected && !hasEpoch(&n.live, clientID, s.Epoch) {
 		// The connection that claimed it here is gone. One that claimed
 		// it lately may still be taking it over from its previous node
 		// (its CONNECT waits for that node): it meets this copy as a
@@ -89,47 +88,10 @@ func (n *Node) ownSession(b *broker.Server, clientID string) {
 	}
 }
 
-// liveClaims remembers the claims this node committed for a connection
-// lately: until the broker installs the session, such a claim is a
-// connection still taking the session over (its CONNECT waits for the
-// previous node); a claim committed after its proposal timed out is not
-// here (ownSession). Past liveClaimFor it counts as given up.
-type liveClaims struct {
-	mu sync.Mutex
-	m  map[string]liveClaim
-}
-
-type liveClaim struct {
-	epoch uint64
-	at    time.Time
-}
-
-// liveClaimFor outlasts a CONNECT's claim and takeover (the cluster
-// timeout and the takeover's).
+// liveClaimFor is how long a node remembers the claims it committed for a
+// connection (Node.live): until the broker installs the session, such a
+// claim is a connection still taking the session over (its CONNECT waits
+// for the previous node); a claim committed after its proposal timed out
+// is not remembered (ownSession). It outlasts a CONNECT's claim and
+// takeover (the cluster timeout and the takeover's).
 const liveClaimFor = 30 * time.Second
-
-func (l *liveClaims) add(clientID string, epoch uint64) {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.m == nil {
-		l.m = make(map[string]liveClaim)
-	}
-	if len(l.m) > 1024 {
-		for id, c := range l.m {
-			if now.Sub(c.at) > liveClaimFor {
-				delete(l.m, id)
-			}
-		}
-	}
-	l.m[clientID] = liveClaim{epoch, now}
-}
-
-// has reports whether this node claimed clientID's session at epoch less
-// than liveClaimFor ago.
-func (l *liveClaims) has(clientID string, epoch uint64) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	c, ok := l.m[clientID]
-	return ok && c.epoch == epoch && time.Since(c.at) < liveClaimFor
-}

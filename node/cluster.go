@@ -358,7 +358,7 @@ func (d deliverer) DeliverForwarded(ctx context.Context, from string, msgs []tra
 			b.Kick(string(fm.KickClientID))
 			continue
 		}
-		if fm.Will && fm.MsgID != 0 && len(fm.ToClientID) == 0 && !d.n.seenWills.first(string(fm.OriginNode), fm.MsgID) {
+		if fm.Will && fm.MsgID != 0 && len(fm.ToClientID) == 0 && !d.n.seenWills.putNew(willKey{string(fm.OriginNode), fm.MsgID}, struct{}{}) {
 			continue // sent again by a node that did not see it acknowledged
 		}
 		m := &broker.Message{QoS: byte(min(fm.QoS, 2)), Retain: fm.Retain, ID: fm.MsgID,

@@ -58,7 +58,7 @@ func (n *Node) takeHandedOn(ctx context.Context, b *broker.Server, from, id stri
 		}
 	}
 	s, ok := n.fsm.Session(id)
-	ended, endedHere := n.ended.last(id)
+	ended, endedHere := n.ended.get(id)
 	switch {
 	case ok && endedHere && ended < s.Epoch:
 		// The session they were meant for ended here (expired): the
@@ -127,43 +127,11 @@ func (l *sparseLog) add(key string, k int) int {
 	return c.n
 }
 
-// recentSet remembers (node, id) pairs for recentKeep: the wills this node
-// took, so that one sent again by a node that did not see it acknowledged
-// is taken once.
-type recentSet struct {
-	mu     sync.Mutex
-	m      map[recentKey]time.Time
-	pruned time.Time
-}
-
-type recentKey struct {
+// willKey names a will forwarded to this node (Node.seenWills).
+type willKey struct {
 	node string
 	id   uint64
 }
 
-// recentKeep outlasts the retries of a will (willRetryFor).
-const recentKeep = 2*willRetryFor + time.Minute
-
-// first records (node, id) and reports whether it is new.
-func (r *recentSet) first(node string, id uint64) bool {
-	now := time.Now()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = make(map[recentKey]time.Time)
-	}
-	if now.Sub(r.pruned) > recentKeep/10 {
-		r.pruned = now
-		for k, at := range r.m {
-			if now.Sub(at) > recentKeep {
-				delete(r.m, k)
-			}
-		}
-	}
-	k := recentKey{node, id}
-	if _, ok := r.m[k]; ok {
-		return false
-	}
-	r.m[k] = now
-	return true
-}
+// keepSeenWills outlasts the retries of a will (willRetryFor).
+const keepSeenWills = 2*willRetryFor + time.Minute

@@ -176,7 +176,7 @@ func TestHandedOnMessagesDoNotReleaseASessionBeingClaimed(t *testing.T) {
 	b1 := n1.brk.Load()
 	lateClaim(t, c, "arriving", 1)
 	s, _ := n1.FSM().Session("arriving")
-	n1.live.add("arriving", s.Epoch)
+	n1.live.put("arriving", s.Epoch)
 	lateClaim(t, c, "abandoned", 1)
 
 	for _, id := range []string{"arriving", "abandoned"} {
@@ -223,7 +223,7 @@ func TestHandedOnDuringTheClaimReachTheArrivingSession(t *testing.T) {
 	}()
 	eventually(t, 5*time.Second, func() error {
 		s, _ := c.nodes[1].FSM().Session("racing")
-		if s.Owner != "node-1" || !c.nodes[1].live.has("racing", s.Epoch) {
+		if s.Owner != "node-1" || !hasEpoch(&c.nodes[1].live, "racing", s.Epoch) {
 			return fmt.Errorf("node 1 has not claimed the session yet")
 		}
 		return nil

@@ -63,10 +63,10 @@ type Node struct {
 	// this node (handedon.go).
 	passedOn sparseLog
 	// seenWills names the wills forwarded to this node lately (Forward).
-	seenWills recentSet
+	seenWills timedMap[willKey, struct{}]
 	// live names the claims this node made lately for connections it may
 	// still be setting up (claims.go).
-	live liveClaims
+	live epochs
 	// downSeen is when each node was last seen recorded as down (holders.go).
 	downMu     sync.Mutex
 	downSeen   map[string]time.Time
@@ -75,7 +75,8 @@ type Node struct {
 	shareTurn  map[string]uint64 // share group -> next turn
 	removedMu  sync.Mutex
 	removedRun map[string]string // node id -> run removed by this leader
-	ended      endedSessions
+	// ended names the claims whose sessions ended here lately (keepEnded).
+	ended epochs
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -101,6 +102,7 @@ func Start(cfg Config) (*Node, error) {
 	n := &Node{cfg: cfg, log: log, fsm: f, stop: make(chan struct{}), peers: map[string]string{},
 		incarnation: strconv.FormatInt(time.Now().UnixNano(), 36), shareTurn: map[string]uint64{},
 		removedRun: map[string]string{}, wills: map[string]uint8{}}
+	n.ended.keep, n.live.keep, n.seenWills.keep = keepEnded, liveClaimFor, keepSeenWills
 	n.ops = newOpQueue(n)
 	if err := n.startRaft(); err != nil {
 		n.shutdown()

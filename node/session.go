@@ -76,7 +76,7 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		}
 		idx, err = n.Propose(ctx, cmd)
 		if err == nil {
-			n.live.add(req.ClientID, epoch)
+			n.live.put(req.ClientID, epoch)
 			break
 		}
 		// A concurrent claim took the epoch (or this replica lags behind
@@ -406,7 +406,7 @@ func (n *Node) ReleaseSession(clientID string, epoch uint64, expiry uint32) {
 
 // EndSession records that a claimed session ended on this node.
 func (n *Node) EndSession(clientID string, epoch uint64) {
-	n.ended.add(clientID, epoch)
+	n.ended.put(clientID, epoch)
 	n.ops.add("s/"+clientID, &pb.Command{Op: &pb.Command_SessionDelete{SessionDelete: &pb.SessionDelete{
 		ClientId: clientID, Epoch: epoch}}})
 }
@@ -579,54 +579,9 @@ func (n *Node) ClaimWill(id string, publish func(ok bool)) {
 	}()
 }
 
-// endedSessions remembers, for keepEnded, the claims whose sessions ended
-// on this node (expired, or discarded by a clean start): the cluster may
-// not have recorded the end yet (no leader, a slow link), and this node
-// must not install such a session again for messages handed on to it.
-type endedSessions struct {
-	mu     sync.Mutex
-	m      map[string]endedSession
-	pruned time.Time
-}
-
-type endedSession struct {
-	epoch uint64
-	at    time.Time
-}
-
+// keepEnded is how long a node remembers the claims whose sessions ended
+// on it (expired, or discarded by a clean start; Node.ended): the cluster
+// may not have recorded the end yet (no leader, a slow link), and this
+// node must not install such a session again for messages handed on to
+// it.
 const keepEnded = 10 * time.Minute
-
-func (e *endedSessions) add(clientID string, epoch uint64) {
-	now := time.Now()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.m == nil {
-		e.m = map[string]endedSession{}
-	}
-	if now.Sub(e.pruned) > keepEnded/10 {
-		e.pruned = now
-		for id, v := range e.m {
-			if now.Sub(v.at) > keepEnded {
-				delete(e.m, id)
-			}
-		}
-	}
-	e.m[clientID] = endedSession{epoch, now}
-}
-
-// has reports whether the session of clientID at epoch ended here.
-func (e *endedSessions) has(clientID string, epoch uint64) bool {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	v, ok := e.m[clientID]
-	return ok && v.epoch == epoch
-}
-
-// last returns the epoch of the last session of clientID that ended here
-// lately.
-func (e *endedSessions) last(clientID string) (uint64, bool) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	v, ok := e.m[clientID]
-	return v.epoch, ok
-}

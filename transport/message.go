@@ -126,9 +126,9 @@ func cloneBytes(b []byte) []byte {
 	return append([]byte(nil), b...)
 }
 
-// bodySize is the length of m's record body.
-func bodySize(m *pb.ForwardedMessage) int {
-	n := uvarintLen(uint64(flagsOf(m))) + uvarintLen(uint64(m.Qos)) + uvarintLen(m.MsgId) +
+// bodySize is the length of m's record body, whose flags are flags.
+func bodySize(m *pb.ForwardedMessage, flags uint) int {
+	n := uvarintLen(uint64(flags)) + uvarintLen(uint64(m.Qos)) + uvarintLen(m.MsgId) +
 		fieldLen(len(m.Topic)) + fieldLen(len(m.Payload)) +
 		fieldLen(len(m.OriginClientId)) + fieldLen(len(m.OriginNode))
 	if len(m.Properties) > 0 {
@@ -163,14 +163,14 @@ func bodySize(m *pb.ForwardedMessage) int {
 
 // recordSize is the length of m's record: what it adds to a packed batch.
 func recordSize(m *pb.ForwardedMessage) int {
-	n := bodySize(m)
+	n := bodySize(m, flagsOf(m))
 	return uvarintLen(uint64(n)) + n
 }
 
 // appendRecord appends m's record to b.
 func appendRecord(b []byte, m *pb.ForwardedMessage) []byte {
-	b = binary.AppendUvarint(b, uint64(bodySize(m)))
 	flags := flagsOf(m)
+	b = binary.AppendUvarint(b, uint64(bodySize(m, flags)))
 	b = binary.AppendUvarint(b, uint64(flags)) // one byte below flagToPacketID
 	b = binary.AppendUvarint(b, uint64(m.Qos))
 	b = binary.AppendUvarint(b, m.MsgId)
