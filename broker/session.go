@@ -275,8 +275,12 @@ func (ss *session) sendDeferred(o outMsg) (start bool) {
 }
 
 // newPacketID returns a non-zero id used by no queued or in-flight message
-// of this session ([MQTT-2.2.1-3]).
+// of this session ([MQTT-2.2.1-3]). A session of the cluster starts its ids
+// where its claim epoch says (startPacketID), not at 1.
 func (ss *session) newPacketID() uint16 {
+	if ss.nextID == 0 && ss.epoch != 0 {
+		ss.nextID = startPacketID(ss.epoch)
+	}
 	for {
 		ss.nextID++
 		id := ss.nextID
@@ -286,6 +290,24 @@ func (ss *session) newPacketID() uint16 {
 		ss.markID(id)
 		return id
 	}
+}
+
+// startPacketID is where the packet ids of a session claimed with epoch
+// start: spread over the id space by the epoch. The client keeps the QoS 2
+// ids it acknowledged with PUBREC until their PUBREL and takes a PUBLISH
+// with such an id and DUP as the message it already has. A node that
+// resumes a session without its previous node's state (that node is down)
+// must not give new messages the ids of the ones that node had in flight:
+// once the client completes a new flow under one of those ids, the old
+// message, handed on when its node is back and resent with DUP, would be
+// taken as new and delivered twice. Starting each claim at its own place
+// keeps the two sets of ids apart.
+func startPacketID(epoch uint64) uint16 {
+	id := uint16((epoch * 0x9e3779b97f4a7c15) >> 48)
+	if id == 0 {
+		id = 1
+	}
+	return id - 1
 }
 
 // markID records packet id as held.

@@ -765,3 +765,83 @@ func TestNodeOutOfContactClosesConnectionsWithWills(t *testing.T) {
 		}
 	}
 }
+
+// A session that resumes on another node while the node with QoS 2
+// messages in flight to its client is down gives new messages packet ids
+// apart from the ones that node used: the client still holds those ids
+// (PUBREC sent, no PUBREL yet) and takes a PUBLISH under one of them as
+// the message it already has ([MQTT-4.3.3-9]). Had the new node started at
+// id 1 like the dead one, the client would have dropped the new messages
+// as duplicates, completed their flows, and taken the old ones, handed on
+// when their node was back, as new (delivered twice: 10 QoS 2 duplicates
+// in a jepsen-lite kill run).
+func TestSessionResumedWithoutItsNodeGivesOtherPacketIDs(t *testing.T) {
+	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.SessionHold = time.Second })
+	dir := t.TempDir()
+	addr2, srv2 := storedBroker(t, c.nodes[2], dir)
+	dev := newDeviceState()
+	cl, _ := rawConnect(t, addr2, "ids", dev, true, 600)
+	cl.subscribe("ids/#", 2)
+	waitRouted(t, c.nodes[0].FSM(), "node-2", "ids/#")
+	dev.mu.Lock()
+	dev.unacked = 3 // delivered, but their PUBRECs never reach node 2
+	dev.mu.Unlock()
+	pub := dial(t, addrs[0], "ids-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	publish := func(prefix string) {
+		for i := range 3 {
+			if _, err := pub.Publish(ctx, &paho.Publish{Topic: "ids/x", QoS: 2, Payload: []byte(fmt.Sprintf("%s-%04d", prefix, i))}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	publish("old")
+	waitDeliveries(t, dev, "old", 3)
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv2.Close(closeCtx)
+	cancelClose()
+	c.kill(2)
+	var owner string
+	eventually(t, 30*time.Second, func() error {
+		s, _ := c.nodes[0].FSM().Session("ids")
+		if s.Owner == "" || s.Owner == "node-2" {
+			return fmt.Errorf("owner %q", s.Owner)
+		}
+		owner = addrs[0]
+		if s.Owner == "node-1" {
+			owner = addrs[1]
+		}
+		return nil
+	})
+	waitNoRoutes(t, c.nodes[0].FSM(), "node-2")
+	// The client resumes at the new owner, which has none of node 2's
+	// state; its hold ends while node 2 is still down, and it sends the
+	// new messages.
+	b, ack := rawConnect(t, owner, "ids", dev, false, 600)
+	defer b.disconnect()
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	publish("new")
+	waitDeliveries(t, dev, "new", 3)
+	// Node 2 comes back on its data directory and hands its in-flight
+	// messages on; the owner sends them again with DUP.
+	c.restart(2)
+	storedBroker(t, c.nodes[2], dir)
+	eventually(t, 30*time.Second, func() error {
+		if s, _ := c.nodes[0].FSM().Session("ids"); len(s.Holders) != 0 {
+			return fmt.Errorf("holders %v", s.Holders)
+		}
+		return nil
+	})
+	time.Sleep(500 * time.Millisecond)
+	got, _ := dev.deliveries()
+	for _, prefix := range []string{"old", "new"} {
+		for i := range 3 {
+			if p := fmt.Sprintf("%s-%04d", prefix, i); got[p] != 1 {
+				t.Errorf("%s delivered %d times, want once ([MQTT-4.3.3-2])", p, got[p])
+			}
+		}
+	}
+}
