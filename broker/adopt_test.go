@@ -29,6 +29,9 @@ type moveCluster struct {
 	routeFails atomic.Int32
 	routes     sync.Map // filter -> members
 	epoch      atomic.Uint64
+	// livesOn is what SessionLivesOn reports: another node owns the
+	// session under a later claim.
+	livesOn atomic.Bool
 }
 
 func (c *moveCluster) SetRoute(ctx context.Context, filter string, members int) error {
@@ -41,11 +44,14 @@ func (c *moveCluster) SetRoute(ctx context.Context, filter string, members int) 
 	c.routes.Store(filter, members)
 	return nil
 }
-func (c *moveCluster) Forward(m *Message, done func(error)) bool       { return false }
-func (c *moveCluster) Retain(ctx context.Context, m *Message) error    { return nil }
-func (c *moveCluster) Retained(filter string) []*Message               { return nil }
-func (c *moveCluster) ReleaseSession(string, uint64, uint32)           {}
-func (c *moveCluster) EndSession(string, uint64)                       {}
+func (c *moveCluster) Forward(m *Message, done func(error)) bool    { return false }
+func (c *moveCluster) Retain(ctx context.Context, m *Message) error { return nil }
+func (c *moveCluster) Retained(filter string) []*Message            { return nil }
+func (c *moveCluster) ReleaseSession(string, uint64, uint32)        {}
+func (c *moveCluster) EndSession(string, uint64)                    {}
+func (c *moveCluster) SessionLivesOn(string, uint64) (time.Duration, bool) {
+	return 100 * time.Millisecond, c.livesOn.Load()
+}
 func (c *moveCluster) SetWill(WillRecord) string                       { return "" }
 func (c *moveCluster) ClearWill(string)                                {}
 func (c *moveCluster) SetSubscriptions(string, uint64, []Subscription) {}
@@ -510,4 +516,103 @@ func unansweredMove(t *testing.T, qos byte) {
 		t.Fatalf("got %q, want the previous node's u-1", m.Payload)
 	}
 	c.expectNone(t, 500*time.Millisecond) // u-2 once: the rest's copy is known
+}
+
+// A previous node that answers neither way (a slow link: the attempt
+// waits out its timeout) holds an arriving session's deliveries back for
+// moveHold only, as one that fails at once does: the client may leave
+// before a long attempt ends and let the session expire with them (937
+// messages in a jepsen-lite slow-link run).
+func TestSlowPreviousNodeHoldsDeliveriesBackBriefly(t *testing.T) {
+	client := "slow-previous"
+	sub := []Subscription{{Filter: "sp/#", Real: "sp/#", Opts: packet.SubOptions{QoS: 1}}}
+	mc := &moveCluster{record: SessionRecord{ClientID: client, Version: byte(packet.V5), Expiry: 600, Subscriptions: sub}}
+	stop := make(chan struct{})
+	var calls atomic.Int32
+	mc.finish = func(ctx context.Context) (*SessionRecord, error) {
+		if calls.Add(1) == 1 {
+			return nil, fmt.Errorf("no answer") // the attempt before the CONNACK
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-stop:
+			return nil, fmt.Errorf("stopped")
+		}
+	}
+	cfg := DefaultConfig()
+	cfg.MoveTimeout = time.Minute
+	srv := startServer(t, &cfg, func(o *Options) { o.Cluster = mc })
+	t.Cleanup(func() { close(stop) })
+	c := dialV5(t, srv.addr, client, resume)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.DeliverForwarded(ctx, &Message{Topic: "sp/x", Payload: []byte("sp-1"), QoS: 1, Node: "node-5", ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	if m := c.expect(t); string(m.Payload) != "sp-1" {
+		t.Fatalf("got %q, want sp-1", m.Payload)
+	}
+	if d := time.Since(sent); d > moveHold+time.Second {
+		t.Fatalf("held back %v while the previous node's attempt waited, want about %v", d, moveHold)
+	}
+	if n := calls.Load(); n != 2 {
+		t.Fatalf("%d attempts, want the one before the CONNACK and one still waiting", n)
+	}
+}
+
+// A copy of a session whose expiry comes while the cluster records the
+// session under a later claim of another node, alive, does not end with
+// its messages: they are the session's, and wait to be handed on to that
+// node (Surrender), however long the link to it takes to allow it. Once
+// the cluster's session has ended too, the copy ends.
+func TestCopyOfASessionThatLivesOnElsewhereOutlivesItsExpiry(t *testing.T) {
+	client := "outlives"
+	sub := []Subscription{{Filter: "lo/#", Real: "lo/#", Opts: packet.SubOptions{QoS: 1}}}
+	mc := &moveCluster{record: SessionRecord{ClientID: client, Version: byte(packet.V5), Expiry: 1, Subscriptions: sub}}
+	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
+	c := dialV5(t, srv.addr, client, func(cp *paho.Connect, _ *paho.ClientConfig) {
+		expiry := uint32(1)
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	})
+	c.Disconnect(&paho.Disconnect{})
+	eventually(t, 2*time.Second, func() error {
+		if len(srv.OfflineSessions()) != 1 {
+			return fmt.Errorf("offline sessions %v", srv.OfflineSessions())
+		}
+		return nil
+	})
+	mc.livesOn.Store(true) // another node claimed it; this node is cut off from it
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for i := range 2 {
+		if err := srv.DeliverForwarded(ctx, &Message{Topic: "lo/x", Payload: []byte(fmt.Sprintf("lo-%d", i)), QoS: 1, Node: "node-5", ID: uint64(i + 1)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	time.Sleep(2 * time.Second) // twice its expiry
+	if !srv.HasSession(client) {
+		t.Fatal("the copy ended at its expiry with its messages while the session lives on elsewhere")
+	}
+	rec, ok := srv.Surrender(client, "node-7", time.Second)
+	if !ok || len(rec.Messages) != 2 {
+		t.Fatalf("handed on %v (ok %v), want the 2 queued messages", rec, ok)
+	}
+
+	// A copy whose session has ended in the cluster too ends at its expiry.
+	c = dialV5(t, srv.addr, client, func(cp *paho.Connect, _ *paho.ClientConfig) {
+		expiry := uint32(1)
+		cp.CleanStart = false
+		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
+	})
+	c.Disconnect(&paho.Disconnect{})
+	mc.livesOn.Store(false)
+	eventually(t, 3*time.Second, func() error {
+		if srv.HasSession(client) {
+			return fmt.Errorf("session still here")
+		}
+		return nil
+	})
 }

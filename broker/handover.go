@@ -26,6 +26,10 @@ type SessionCluster interface {
 	ReleaseSession(clientID string, epoch uint64, expiry uint32)
 	// EndSession records that a claimed session ended here.
 	EndSession(clientID string, epoch uint64)
+	// SessionLivesOn reports whether the cluster records the session of
+	// clientID, claimed here as epoch, under a later claim of another
+	// node that has not expired, and when to ask again.
+	SessionLivesOn(clientID string, epoch uint64) (again time.Duration, ok bool)
 	// SetWill registers the will of a connection so that it is published
 	// even when this node dies; ClearWill drops it once it is published or
 	// cancelled. Both return at once; the cluster applies them in order.
@@ -317,10 +321,34 @@ func (s *Server) finishLater(ss *session, finish func(context.Context) (*Session
 	deadline := start.Add(s.moveTimeout())
 	wait := 200 * time.Millisecond
 	released := false
+	hold := time.NewTimer(moveHold)
+	defer hold.Stop()
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		tail, err := finish(ctx)
-		cancel()
+		// The deliveries go out after moveHold even while an attempt is
+		// still waiting for the previous node: an attempt may take up to
+		// its timeout (a slow link), and the client waiting meanwhile for
+		// what was published since its CONNECT may leave and let the
+		// session expire with it (937 messages in a jepsen-lite run).
+		done := make(chan finishResult, 1)
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			tail, err := finish(ctx)
+			done <- finishResult{tail, err}
+		}()
+		var r finishResult
+		if released {
+			r = <-done
+		} else {
+			select {
+			case r = <-done:
+			case <-hold.C:
+				s.releaseEarly(ss, seen, "an attempt is still waiting for the previous node")
+				released = true
+				r = <-done
+			}
+		}
+		tail, err := r.tail, r.err
 		if err == nil {
 			s.installSubscriptions(ss, tail)
 			s.importRecord(ss, tail, seen, false)
@@ -337,17 +365,29 @@ func (s *Server) finishLater(ss *session, finish func(context.Context) (*Session
 			break
 		}
 		if !released && time.Since(start) >= moveHold {
-			s.log.Warn("session takeover not finished: deliveries go out; what the previous node holds follows when it answers",
-				"client_id", ss.id, "err", err)
-			// The session is still arriving all the same: should it move
-			// on meanwhile, its node waits for the rest (FinishHandOverTo).
-			s.placePending(ss, seen, false)
+			s.releaseEarly(ss, seen, err.Error())
 			released = true
 		}
 		time.Sleep(wait)
 		wait = min(2*wait, 5*time.Second)
 	}
 	s.releasePending(ss, seen)
+}
+
+// finishResult is what one attempt of a move's second step returned.
+type finishResult struct {
+	tail *SessionRecord
+	err  error
+}
+
+// releaseEarly lets the deliveries of an arriving session go out before
+// its previous node answered (moveHold passed).
+func (s *Server) releaseEarly(ss *session, seen msgSet, why string) {
+	s.log.Warn("session takeover not finished: deliveries go out; what the previous node holds follows when it answers",
+		"client_id", ss.id, "err", why)
+	// The session is still arriving all the same: should it move on
+	// meanwhile, its node waits for the rest (FinishHandOverTo).
+	s.placePending(ss, seen, false)
 }
 
 // importRecord adds the messages and QoS 2 state of a handed-over record

@@ -209,14 +209,35 @@ func (s *Server) fireWill(ss *session) {
 	s.clearWill(willID)
 }
 
-// expireSession ends an offline session whose expiry interval passed.
+// expireSession ends an offline session whose expiry interval passed,
+// unless it is a copy of a session the cluster records under a later
+// claim of another node that has not expired: the copy's messages are the
+// session's, and it waits to hand them on to that node (which a slow or
+// cut link may delay past the copy's own expiry: 937 messages lost in a
+// jepsen-lite slow-link run).
 func (s *Server) expireSession(ss *session) {
 	ss.mu.Lock()
 	offline := ss.conn == nil && !ss.ended
+	epoch := ss.epoch
 	ss.mu.Unlock()
-	if offline {
-		s.removeSession(ss)
+	if !offline {
+		return
 	}
+	if sc := s.sessionCluster(); sc != nil && epoch != 0 {
+		if again, ok := sc.SessionLivesOn(ss.id, epoch); ok {
+			ss.mu.Lock()
+			if ss.conn == nil && !ss.ended {
+				if !ss.outlives {
+					ss.outlives = true
+					s.log.Info("copy of a session another node owns outlives its expiry until it is handed on", "client_id", ss.id)
+				}
+				ss.expiryTimer = time.AfterFunc(again, func() { s.expireSession(ss) })
+			}
+			ss.mu.Unlock()
+			return
+		}
+	}
+	s.removeSession(ss)
 }
 
 // removeSession ends ss if it is still registered and offline.

@@ -54,6 +54,7 @@ type session struct {
 	pendingWill *Message   // the will waiting for willTimer
 	dropRoutes  []shareRef // routes (filter, group) that go when the session has ended
 	ended       bool
+	outlives    bool // a copy kept past its expiry (expireSession)
 
 	// Cluster state. epoch is the session's claim (0: not registered).
 	// importing holds deliveries in pending while a session handed over by

@@ -411,6 +411,24 @@ func (n *Node) EndSession(clientID string, epoch uint64) {
 		ClientId: clientID, Epoch: epoch}}})
 }
 
+// SessionLivesOn reports whether the cluster records the session of
+// clientID under a claim later than epoch, of another node, that has not
+// expired; it tells the broker to look again within foreignGrace or at
+// that session's expiry, whichever comes first.
+func (n *Node) SessionLivesOn(clientID string, epoch uint64) (time.Duration, bool) {
+	s, ok := n.fsm.Session(clientID)
+	now := time.Now()
+	if !ok || s.Epoch <= epoch || s.Owner == "" || s.Owner == n.cfg.NodeID || sessionExpired(s, now) {
+		return 0, false
+	}
+	again := foreignGrace
+	if !s.Connected && s.DisconnectedAtUnixMs != 0 && s.ExpirySeconds != ^uint32(0) {
+		end := time.UnixMilli(s.DisconnectedAtUnixMs + int64(s.ExpirySeconds)*1000)
+		again = min(again, end.Sub(now))
+	}
+	return max(again, 100*time.Millisecond), true
+}
+
 // SetSubscriptions records the subscriptions of a persistent session, so
 // that they move with it even when this node dies.
 func (n *Node) SetSubscriptions(clientID string, epoch uint64, subs []broker.Subscription) {

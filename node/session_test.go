@@ -1383,3 +1383,30 @@ func TestWillOfAnUnconfirmedRegistrationIsPublishedOnce(t *testing.T) {
 		t.Error("a will whose registration never landed was not published")
 	}
 }
+
+// A node's offline copy of a session that another node has claimed since
+// (the claim went through, the takeover did not reach this node: a slow
+// link) does not end at its own expiry while the cluster's session lives
+// on: its messages go to the owner when the hand-on can, and the client
+// gets them there (937 messages lost in a jepsen-lite slow-link run when
+// the copy expired with them).
+func TestCopyOfASessionClaimedElsewhereOutlivesItsExpiry(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[1], "outlive", dev, true, 2)
+	a.subscribe("ol/#", 1)
+	a.disconnect()
+	waitOwner(t, c, "outlive", "node-1")
+	pub := dial(t, addrs[0], "outlive-pub")
+	publishN(t, pub, "ol/x", "ol", 0, 3)
+	// Node 2 claims the session without taking it over; the copy on node
+	// 1 passes its own expiry (2 s) before the hand-on (foreignGrace).
+	lateClaim(t, c, "outlive", 2)
+	time.Sleep(3 * time.Second)
+	b, ack := rawConnect(t, addrs[2], "outlive", dev, false, 2)
+	defer b.disconnect()
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1 (the cluster's session lives on)")
+	}
+	waitDeliveries(t, dev, "ol", 3)
+}
