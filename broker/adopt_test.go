@@ -22,6 +22,10 @@ type moveCluster struct {
 	once    sync.Once
 	mu      sync.Mutex
 	passed  []string // owner/client id/payload of each PassOn
+	// failPassOns fails that many PassOns; handedOn names, as passed does,
+	// the messages of each HandOnRest.
+	failPassOns atomic.Int32
+	handedOn    []string
 	// finish, when set, is the Finish of the next claim only.
 	finish func(ctx context.Context) (*SessionRecord, error)
 	// routeFails is how many route changes fail (no quorum) before they
@@ -56,8 +60,18 @@ func (c *moveCluster) SetWill(WillRecord) string                       { return 
 func (c *moveCluster) ClearWill(string)                                {}
 func (c *moveCluster) SetSubscriptions(string, uint64, []Subscription) {}
 func (c *moveCluster) ClaimWill(id string, publish func(ok bool))      { publish(true) }
-func (c *moveCluster) HandOnRest(string, *SessionRecord, FirstStep)    {}
+func (c *moveCluster) HandOnRest(clientID string, rec *SessionRecord, _ FirstStep) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, sm := range rec.Messages {
+		c.handedOn = append(c.handedOn, clientID+"/"+string(sm.Msg.Payload))
+	}
+}
 func (c *moveCluster) PassOn(owner, clientID string, d SessionDelivery, done func(error)) {
+	if c.failPassOns.Add(-1) >= 0 {
+		done(fmt.Errorf("not acknowledged in time"))
+		return
+	}
 	c.mu.Lock()
 	c.passed = append(c.passed, owner+"/"+clientID+"/"+string(d.Msg.Payload))
 	c.mu.Unlock()
@@ -206,6 +220,37 @@ func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
 	if len(mc.passed) != 1 || mc.passed[0] != "node-7/leaver/late" {
 		t.Fatalf("passed on %v, want [node-7/leaver/late]", mc.passed)
 	}
+}
+
+// A message another node forwarded, for a session that moved on from
+// here, whose pass-on to the new owner fails (a slow link) is not dropped:
+// its node has its acknowledgement already, so it goes to the owner by the
+// hand-on, which tries until the owner has it.
+func TestForwardedMessageNotPassedOnIsHandedOn(t *testing.T) {
+	mc := &moveCluster{record: SessionRecord{ClientID: "leaver", Version: byte(packet.V5), Expiry: 600,
+		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
+	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
+	dialV5(t, srv.addr, "leaver", resume)
+	if _, ok := srv.HandOver("leaver", "node-7"); !ok {
+		t.Fatal("no session handed over")
+	}
+	if _, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	mc.failPassOns.Store(1)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.DeliverForwarded(ctx, &Message{Topic: "l/x", Payload: []byte("slow"), QoS: 1, Node: "node-5", ID: 1}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, func() error {
+		mc.mu.Lock()
+		defer mc.mu.Unlock()
+		if len(mc.handedOn) != 1 || mc.handedOn[0] != "leaver/slow" {
+			return fmt.Errorf("handed on %v, want [leaver/slow]", mc.handedOn)
+		}
+		return nil
+	})
 }
 
 // A client gives up on a CONNACK that waits for the rest of its session

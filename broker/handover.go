@@ -27,8 +27,9 @@ type SessionCluster interface {
 	// EndSession records that a claimed session ended here.
 	EndSession(clientID string, epoch uint64)
 	// SessionLivesOn reports whether the cluster records the session of
-	// clientID, claimed here as epoch, under a later claim of another
-	// node that has not expired, and when to ask again.
+	// clientID, claimed here as epoch, as alive when its expiry here
+	// came (under a later claim of another node, or with its release not
+	// recorded yet), and when to ask again.
 	SessionLivesOn(clientID string, epoch uint64) (again time.Duration, ok bool)
 	// SetWill registers the will of a connection so that it is published
 	// even when this node dies; ClearWill drops it once it is published or

@@ -210,11 +210,13 @@ func (s *Server) fireWill(ss *session) {
 }
 
 // expireSession ends an offline session whose expiry interval passed,
-// unless it is a copy of a session the cluster records under a later
-// claim of another node that has not expired: the copy's messages are the
-// session's, and it waits to hand them on to that node (which a slow or
-// cut link may delay past the copy's own expiry: 937 messages lost in a
-// jepsen-lite slow-link run).
+// unless the cluster records the session as alive: under a later claim of
+// another node that has not expired (the session here is a copy, whose
+// messages wait to be handed on to that node, which a slow or cut link
+// may delay past the copy's own expiry: 937 messages lost in a
+// jepsen-lite slow-link run), or with its release not recorded yet (no
+// quorum: the cluster would resume the session for its client, 52
+// messages lost when it did so without them).
 func (s *Server) expireSession(ss *session) {
 	ss.mu.Lock()
 	offline := ss.conn == nil && !ss.ended
@@ -229,7 +231,7 @@ func (s *Server) expireSession(ss *session) {
 			if ss.conn == nil && !ss.ended {
 				if !ss.outlives {
 					ss.outlives = true
-					s.log.Info("copy of a session another node owns outlives its expiry until it is handed on", "client_id", ss.id)
+					s.log.Info("session kept past its expiry while the cluster records it alive", "client_id", ss.id)
 				}
 				ss.expiryTimer = time.AfterFunc(again, func() { s.expireSession(ss) })
 			}

@@ -77,6 +77,10 @@ type Node struct {
 	removedRun map[string]string // node id -> run removed by this leader
 	// ended names the claims whose sessions ended here lately (keepEnded).
 	ended epochs
+	// releasing names the claims whose release this node proposed lately
+	// (ReleaseSession): until it commits, the cluster records the session
+	// as connected, and it does not expire here (SessionLivesOn).
+	releasing epochs
 
 	stop      chan struct{}
 	wg        sync.WaitGroup
@@ -103,6 +107,7 @@ func Start(cfg Config) (*Node, error) {
 		incarnation: strconv.FormatInt(time.Now().UnixNano(), 36), shareTurn: map[string]uint64{},
 		removedRun: map[string]string{}, wills: map[string]uint8{}}
 	n.ended.keep, n.live.keep, n.seenWills.keep = keepEnded, liveClaimFor, keepSeenWills
+	n.releasing.keep = opRetryFor + 10*time.Second // a release not committed by then was dropped
 	n.ops = newOpQueue(n)
 	if err := n.startRaft(); err != nil {
 		n.shutdown()

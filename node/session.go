@@ -400,6 +400,7 @@ func brokerSubscriptions(in []fsm.Subscription) []broker.Subscription {
 
 // ReleaseSession records that a persistent session's connection closed.
 func (n *Node) ReleaseSession(clientID string, epoch uint64, expiry uint32) {
+	n.releasing.put(clientID, epoch)
 	n.ops.add("s/"+clientID, &pb.Command{Op: &pb.Command_SessionRelease{SessionRelease: &pb.SessionRelease{
 		ClientId: clientID, Epoch: epoch, DisconnectedAtUnixMs: time.Now().UnixMilli(), ExpirySeconds: &expiry}}})
 }
@@ -412,13 +413,26 @@ func (n *Node) EndSession(clientID string, epoch uint64) {
 }
 
 // SessionLivesOn reports whether the cluster records the session of
-// clientID under a claim later than epoch, of another node, that has not
-// expired; it tells the broker to look again within foreignGrace or at
-// that session's expiry, whichever comes first.
+// clientID, claimed here as epoch, as alive past the expiry the broker
+// counted: under a later claim of another node that has not expired, or
+// under this very claim with the release this node proposed not committed
+// yet (it waits for a quorum, opRetryFor at most; until then the cluster
+// would resume the session for a client that comes back, which must find
+// its messages).
+// It tells the broker to look again within foreignGrace, or at the
+// session's expiry when that comes first.
 func (n *Node) SessionLivesOn(clientID string, epoch uint64) (time.Duration, bool) {
 	s, ok := n.fsm.Session(clientID)
 	now := time.Now()
-	if !ok || s.Epoch <= epoch || s.Owner == "" || s.Owner == n.cfg.NodeID || sessionExpired(s, now) {
+	switch {
+	case !ok || s.Epoch < epoch || sessionExpired(s, now):
+		return 0, false
+	case s.Epoch == epoch:
+		if s.Owner != n.cfg.NodeID || !s.Connected || !hasEpoch(&n.releasing, clientID, epoch) {
+			return 0, false
+		}
+		return time.Second, true
+	case s.Owner == "" || s.Owner == n.cfg.NodeID:
 		return 0, false
 	}
 	again := foreignGrace

@@ -1410,3 +1410,35 @@ func TestCopyOfASessionClaimedElsewhereOutlivesItsExpiry(t *testing.T) {
 	}
 	waitDeliveries(t, dev, "ol", 3)
 }
+
+// A session whose release its node proposed without a quorum to commit it
+// does not end at its expiry with its messages: the cluster still records
+// it as connected, and a client back while the release waits would have
+// it resumed (session present 1) — without its messages, had they gone
+// with the expiry here (52 lost in a jepsen-lite slow-link run). Once the
+// release is committed, the session ends as its expiry says.
+func TestSessionOutlivesItsExpiryUntilItsReleaseIsRecorded(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[1], "noquorum", dev, true, 1)
+	a.subscribe("nq/#", 2)
+	waitOwner(t, c, "noquorum", "node-1")
+	pub := dial(t, addrs[1], "noquorum-pub")
+	c.kill(0)
+	c.kill(2)
+	a.disconnect()
+	publishN(t, pub, "nq/x", "nq", 0, 2) // local routes need no quorum
+	time.Sleep(2500 * time.Millisecond)  // past the 1 s expiry
+	b1 := c.nodes[1].brk.Load()
+	if !b1.HasSession("noquorum") {
+		t.Fatal("the session ended at its expiry, with its 2 messages, while the cluster records it as connected")
+	}
+	c.restart(0)
+	c.restart(2)
+	eventually(t, 30*time.Second, func() error {
+		if b1.HasSession("noquorum") {
+			return fmt.Errorf("session still here")
+		}
+		return nil
+	})
+}
