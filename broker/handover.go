@@ -164,6 +164,10 @@ func (s *Server) adopt(cp *packet.Connect, tr *SessionTransfer, persistent bool,
 	s.remember(rec, seen)
 	ss := newSession(s, cp.ClientID)
 	ss.persistent, ss.expiry, ss.version = persistent, expiry, cp.Version
+	// The claim's epoch from the start: a stored session numbers the
+	// messages it queues as they come (startPacketID), and the import
+	// below queues the previous node's.
+	ss.epoch = tr.Epoch
 	ss.importing = true
 	ss.imported = make(chan struct{})
 	ss.arrived, ss.arrivedUntil = make(msgSet), time.Now().Add(arrivedWindow)

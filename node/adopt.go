@@ -373,8 +373,10 @@ func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery, hops 
 		}
 	}
 	if len(failed) > 0 {
-		n.log.Warn("handed-on messages not acknowledged by the session's owner; retrying",
-			"client_id", id, "owner", owner, "messages", len(failed), "err", errs[slices.IndexFunc(errs, func(e error) bool { return e != nil })])
+		if k := n.retried.add(id, len(failed)); k > 0 {
+			n.log.Warn("handed-on messages not acknowledged by the session's owner; retrying",
+				"client_id", id, "owner", owner, "messages", k, "err", errs[slices.IndexFunc(errs, func(e error) bool { return e != nil })])
+		}
 	}
 	return failed
 }

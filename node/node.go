@@ -62,6 +62,8 @@ type Node struct {
 	// passedOn spaces the log lines of handed-on messages passed on by
 	// this node (handedon.go).
 	passedOn sparseLog
+	// retried spaces the log lines of hand-ons tried again (sendHandedOn).
+	retried sparseLog
 	// seenWills names the wills forwarded to this node lately (Forward).
 	seenWills timedMap[willKey, struct{}]
 	// live names the claims this node made lately for connections it may

@@ -1435,7 +1435,10 @@ func TestSessionOutlivesItsExpiryUntilItsReleaseIsRecorded(t *testing.T) {
 	}
 	c.restart(0)
 	c.restart(2)
-	eventually(t, 30*time.Second, func() error {
+	// Once the release is committed; or, should it have been dropped
+	// meanwhile (no leader for opRetryFor), once the node stops waiting
+	// for it.
+	eventually(t, 60*time.Second, func() error {
 		if b1.HasSession("noquorum") {
 			return fmt.Errorf("session still here")
 		}
