@@ -414,7 +414,7 @@ func (n *Node) EndSession(clientID string, epoch uint64) {
 
 // SessionLivesOn reports whether the cluster records the session of
 // clientID, claimed here as epoch, as alive past the expiry the broker
-// counted: under a later claim of another node that has not expired, or
+// counted, or may (this node has not caught up with the leader): under a later claim of another node that has not expired, or
 // under this very claim with the release this node proposed not committed
 // yet (it waits for a quorum, opRetryFor at most; until then the cluster
 // would resume the session for a client that comes back, which must find
@@ -422,6 +422,14 @@ func (n *Node) EndSession(clientID string, epoch uint64) {
 // It tells the broker to look again within foreignGrace, or at the
 // session's expiry when that comes first.
 func (n *Node) SessionLivesOn(clientID string, epoch uint64) (time.Duration, bool) {
+	if !n.inContact() || !n.caughtUp() {
+		// Cut off from the leader, or behind it: the cluster may have
+		// given the session to another node since (a client back on the
+		// other side of a partition), which this node learns only once
+		// it has caught up (13 messages lost in a partition run when an
+		// isolated node expired its copy).
+		return time.Second, true
+	}
 	s, ok := n.fsm.Session(clientID)
 	now := time.Now()
 	switch {

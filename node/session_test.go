@@ -1445,3 +1445,42 @@ func TestSessionOutlivesItsExpiryUntilItsReleaseIsRecorded(t *testing.T) {
 		return nil
 	})
 }
+
+// A node cut off from the leader does not expire the sessions it holds:
+// the cluster may have given one to another node meanwhile (its client
+// back on the other side of a partition), which this node learns only
+// once it is back — and then its copy hands its messages on rather than
+// dropping them (13 lost in a partition run when an isolated node
+// expired its copy). Back in contact, it ends the session as the cluster
+// records it.
+func TestSessionOutlivesItsExpiryWhileItsNodeIsCutOff(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	dev := newDeviceState()
+	a, _ := rawConnect(t, addrs[1], "cutoff", dev, true, 1)
+	a.subscribe("co/#", 2)
+	waitOwner(t, c, "cutoff", "node-1")
+	pub := dial(t, addrs[1], "cutoff-pub")
+	a.disconnect()
+	eventually(t, 10*time.Second, func() error {
+		if s, _ := c.nodes[1].FSM().Session("cutoff"); s.Connected {
+			return fmt.Errorf("release not applied")
+		}
+		return nil
+	})
+	c.kill(0)
+	c.kill(2)
+	publishN(t, pub, "co/x", "co", 0, 2) // local routes need no quorum
+	time.Sleep(2500 * time.Millisecond)  // past the 1 s expiry
+	b1 := c.nodes[1].brk.Load()
+	if !b1.HasSession("cutoff") {
+		t.Fatal("the session ended at its expiry, with its 2 messages, while its node was cut off from the cluster")
+	}
+	c.restart(0)
+	c.restart(2)
+	eventually(t, 60*time.Second, func() error {
+		if b1.HasSession("cutoff") {
+			return fmt.Errorf("session still here")
+		}
+		return nil
+	})
+}
