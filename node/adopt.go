@@ -385,12 +385,13 @@ func (n *Node) sendHandedOn(owner, id string, ds []broker.SessionDelivery, hops 
 // collected here after it left for a node that never finished the move
 // (broker.SessionCluster): that node died, or lost the session to another
 // claim, before it asked for them. What the move's first step carried goes
-// too when that node is down now and the session lives elsewhere: the
-// node died in the middle of the move with the session's queue, and the
-// session's client, back on another node, would get it only once that
-// node is back (after the session's expiry, for a short one: 97 messages
-// of the 8 s subscriber in a kill run). A node that died after its client
-// had some of them makes those come twice; one cut off keeps them.
+// too when the session lives elsewhere (its QoS 2 messages only when that
+// node is recorded down): the node may have died in the middle of the
+// move with the session's queue, and the session's client, back on
+// another node, would get it only once that node is back (after the
+// session's expiry, for a short one: 97 messages of the 8 s subscriber in
+// a kill run), or never (not stored yet). A node that died after its
+// client had some of them makes those come twice.
 func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord, first broker.FirstStep) {
 	b := n.brk.Load()
 	cur, ok := n.fsm.Session(clientID)
@@ -398,10 +399,26 @@ func (n *Node) HandOnRest(clientID string, rec *broker.SessionRecord, first brok
 		n.log.Warn("rest of a moved session dropped: the cluster records no owner", "client_id", clientID, "messages", len(rec.Messages))
 		return
 	}
-	if down, _ := n.fsm.Node(first.To); len(first.Messages) > 0 && cur.Owner != first.To && down.State == fsm.NodeDown {
-		n.log.Warn("the node a session moved to died in the move; what the move's first step carried goes to the session's owner too",
-			"client_id", clientID, "dead", first.To, "owner", cur.Owner, "messages", len(first.Messages))
-		rec.Messages = append(first.Messages, rec.Messages...)
+	if len(first.Messages) > 0 && cur.Owner != first.To {
+		// The QoS 2 ones only when that node is recorded down: it may
+		// have delivered them, and only its own hand-on, once it is
+		// back, tells which. QoS 0 and 1 ones go in any case: that node
+		// may have died before it stored them (16 lost in a kill run,
+		// the node not yet recorded down when the move ended); where
+		// it kept them, they reach the owner twice at most.
+		down, _ := n.fsm.Node(first.To)
+		var carried []broker.StoredMessage
+		for _, sm := range first.Messages {
+			if sm.QoS < 2 || down.State == fsm.NodeDown {
+				carried = append(carried, sm)
+			}
+		}
+		if len(carried) > 0 {
+			n.log.Warn("the node a session moved to never finished the move; what the move's first step carried goes to the session's owner too",
+				"client_id", clientID, "first_step_to", first.To, "down", down.State == fsm.NodeDown, "owner", cur.Owner,
+				"messages", len(carried), "of", len(first.Messages))
+			rec.Messages = append(carried, rec.Messages...)
+		}
 	}
 	n.globalize(rec)
 	if ds, _ := broker.HandOnDeliveries(rec); len(ds) > 0 {

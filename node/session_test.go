@@ -1484,3 +1484,46 @@ func TestSessionOutlivesItsExpiryWhileItsNodeIsCutOff(t *testing.T) {
 		return nil
 	})
 }
+
+// As above, but the session's client is back on the third node before the
+// dead node is recorded down, and the move ends then: what the first step
+// carried at QoS 1 goes to the owner all the same (the dead node may not
+// have stored it: 16 messages lost in a jepsen-lite kill run).
+func TestFirstStepOfAMoveThatNeverFinishedGoesToTheOwner(t *testing.T) {
+	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.NodeDownAfter = time.Minute })
+	victim := 1
+	if c.leader(5*time.Second) == c.nodes[1] {
+		victim = 2
+	}
+	third := 3 - victim
+	victimID := c.nodes[victim].ID()
+	dev := offlineSession(t, addrs[0], "unfinished", "unf/#", 1)
+	waitOwner(t, c, "unfinished", "node-0")
+	pub := dial(t, addrs[third], "unfinished-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "unf/x", QoS: 1, Payload: []byte(fmt.Sprintf("u-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lateClaim(t, c, "unfinished", victim)
+	s, _ := c.nodes[victim].FSM().Session("unfinished")
+	if _, err := (sessions{c.nodes[0]}).TakeOver(ctx, &pb.TakeOverRequest{ClientId: "unfinished", NewOwner: victimID, Epoch: s.Epoch}); err != nil {
+		t.Fatal(err)
+	}
+	srv := c.nodes[victim].brk.Load()
+	c.kill(victim)
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv.Close(closeCtx)
+	cancelClose()
+	b, ack := rawConnect(t, addrs[third], "unfinished", dev, false, 600)
+	defer b.disconnect()
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "u", 5)
+	if nd, _ := c.nodes[0].FSM().Node(victimID); nd.State == fsm.NodeDown {
+		t.Fatalf("%s recorded down: the test wants the move to end before", victimID)
+	}
+}
