@@ -110,6 +110,7 @@ func Start(cfg Config) (*Node, error) {
 		removedRun: map[string]string{}, wills: map[string]uint8{}}
 	n.ended.keep, n.live.keep, n.seenWills.keep = keepEnded, liveClaimFor, keepSeenWills
 	n.releasing.keep = opRetryFor + 10*time.Second // a release not committed by then was dropped
+	n.finished.unacked, n.finished.wait = n.handOnUnacked, keepUnacked
 	n.ops = newOpQueue(n)
 	if err := n.startRaft(); err != nil {
 		n.shutdown()

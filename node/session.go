@@ -146,6 +146,7 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 		if err != nil {
 			return nil, err
 		}
+		n.ackFinish(addr, req.ClientID, epoch)
 		n.localize(rec, from)
 		return rec, nil
 	}
@@ -223,6 +224,32 @@ func (n *Node) ClaimSession(ctx context.Context, req broker.SessionClaim) (*brok
 	return tr, nil
 }
 
+// ackFinish tells the node at addr, in the background, that this node has
+// its answer to the second step of the move of clientID's session to
+// epoch (finishedMoves).
+func (n *Node) ackFinish(addr, clientID string, epoch uint64) {
+	if ackFinishLoss.Load() {
+		return // tests: the acknowledgement never arrives
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		for range 3 {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			_, err := n.tr.TakeOver(ctx, addr, &pb.TakeOverRequest{ClientId: clientID, NewOwner: n.cfg.NodeID, Epoch: epoch, Finish: true, Ack: true})
+			cancel()
+			if err == nil {
+				return
+			}
+			select {
+			case <-n.stop:
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}()
+}
+
 // findSession asks the live nodes other than this one and skip, one at a
 // time, to hand over the session of req's client (the first step of a
 // move), and returns the first that had it.
@@ -295,13 +322,15 @@ func (n *Node) localize(rec *broker.SessionRecord, from string) {
 }
 
 // finishDelay and firstStepDelay hold back the answers to the steps of a
-// move, and refuseTakeOver makes takeovers fail as if the node could not
-// be reached (tests).
+// move, refuseTakeOver makes takeovers fail as if the node could not be
+// reached, and ackFinishLoss loses the acknowledgements of second steps
+// (tests).
 var (
 	finishDelay     atomic.Int64 // a time.Duration
 	firstStepDelay  atomic.Int64 // a time.Duration
 	refuseTakeOver  atomic.Bool
 	refuseFirstStep atomic.Bool // the first step only
+	ackFinishLoss   atomic.Bool
 )
 
 // sessions serves session takeovers from other nodes.
@@ -321,6 +350,10 @@ func (s sessions) TakeOver(ctx context.Context, req *pb.TakeOverRequest) ([]byte
 	}
 	if req.GetEpoch() == 0 {
 		b.Kick(id)
+		return nil, nil
+	}
+	if req.GetFinish() && req.GetAck() {
+		s.n.finished.ack(id, req.GetEpoch())
 		return nil, nil
 	}
 	// A stale first step is refused; the second step of a move this node
@@ -495,18 +528,31 @@ func (n *Node) ClearWill(id string) {
 // retry gets the same session, which this node has already ended.
 type finishedMoves struct {
 	mu sync.Mutex
-	m  map[string]finishedMove
+	m  map[string]*finishedMove
+	// unacked is called with an answer no one acknowledged within wait
+	// (keepUnacked; Node.handOnUnacked).
+	unacked func(id string, state []byte)
+	wait    time.Duration
 }
 
 type finishedMove struct {
 	epoch uint64
 	state []byte
 	at    time.Time
+	timer *time.Timer
 }
 
 // keepFinished is how long an answer is kept for a retry.
 const keepFinished = 2 * time.Minute
 
+// keepUnacked is how long an answer waits for the new owner's
+// acknowledgement before it goes to the session's owner as a hand-on: past
+// the new owner's own retries of a slow attempt (each up to 10 s).
+const keepUnacked = 30 * time.Second
+
+// finish answers the second step of the move of session id to the claim
+// epoch: with end's answer, once; a retry (the first answer lost on its
+// way) gets the same answer again until the new owner acknowledges it.
 func (f *finishedMoves) finish(id string, epoch uint64, end func() ([]byte, error)) ([]byte, error) {
 	f.mu.Lock()
 	now := time.Now()
@@ -527,12 +573,78 @@ func (f *finishedMoves) finish(id string, epoch uint64, end func() ([]byte, erro
 	if state != nil {
 		f.mu.Lock()
 		if f.m == nil {
-			f.m = map[string]finishedMove{}
+			f.m = map[string]*finishedMove{}
 		}
-		f.m[id] = finishedMove{epoch: epoch, state: state, at: now}
+		fm := &finishedMove{epoch: epoch, state: state, at: now}
+		fm.timer = time.AfterFunc(f.wait, func() { f.expire(id, fm) })
+		if old := f.m[id]; old != nil && old.timer != nil {
+			old.timer.Stop()
+		}
+		f.m[id] = fm
 		f.mu.Unlock()
 	}
 	return state, nil
+}
+
+// ack drops the answer for session id's move to epoch: the new owner has
+// it.
+func (f *finishedMoves) ack(id string, epoch uint64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if v, ok := f.m[id]; ok && v.epoch == epoch {
+		if v.timer != nil {
+			v.timer.Stop()
+		}
+		delete(f.m, id)
+	}
+}
+
+// expire hands on fm, an answer no one acknowledged: a retry from here on
+// finds nothing, so that the messages reach the session once.
+func (f *finishedMoves) expire(id string, fm *finishedMove) {
+	f.mu.Lock()
+	if f.m[id] != fm {
+		f.mu.Unlock()
+		return
+	}
+	delete(f.m, id)
+	unacked := f.unacked
+	f.mu.Unlock()
+	if unacked != nil {
+		unacked(id, fm.state)
+	}
+}
+
+// handOnUnacked hands on to the owner the cluster records the messages of
+// an answer to the second step of a move that its new owner never
+// acknowledged: that node died, or gave up on a slow link, with the answer
+// on its way, and the messages exist only here (the queue of a session
+// moving from a node behind a slow link, lost in a jepsen-lite run when
+// both steps' answers went missing).
+func (n *Node) handOnUnacked(id string, state []byte) {
+	select {
+	case <-n.stop:
+		return
+	default:
+	}
+	b := n.brk.Load()
+	rec, err := store.DecodeTransfer(state)
+	if b == nil || err != nil {
+		return
+	}
+	ds, _ := broker.HandOnDeliveries(rec)
+	s, ok := n.fsm.Session(id)
+	if len(ds) == 0 {
+		return
+	}
+	if !ok || s.Owner == "" {
+		b.Stats().PassOnFailures.Add(int64(len(ds)))
+		n.log.Warn("unacknowledged answer of a move dropped: the cluster records no owner", "client_id", id, "messages", len(ds))
+		return
+	}
+	n.log.Warn("answer of a move not acknowledged by its new owner; its messages go to the session's owner",
+		"client_id", id, "owner", s.Owner, "messages", len(ds))
+	n.sendOn(b, id, s.Owner, ds, 0, nil)
 }
 
 // Will registration states (Node.wills).

@@ -1527,3 +1527,55 @@ func TestFirstStepOfAMoveThatNeverFinishedGoesToTheOwner(t *testing.T) {
 		t.Fatalf("%s recorded down: the test wants the move to end before", victimID)
 	}
 }
+
+// The node a session leaves keeps its answer to the move's second step
+// until the new owner acknowledges it; unacknowledged (the new owner died
+// with it before storing it, or gave up on a slow link while it was on
+// its way), the answer's messages go to the owner the cluster records:
+// they existed nowhere else (messages lost in jepsen-lite slow-link runs
+// when both steps' answers went missing).
+func TestUnacknowledgedAnswerOfAMoveGoesToTheOwner(t *testing.T) {
+	c, addrs := brokerCluster(t)
+	victim := 1
+	if c.leader(5*time.Second) == c.nodes[1] {
+		victim = 2
+	}
+	third := 3 - victim
+	c.nodes[0].finished.mu.Lock()
+	c.nodes[0].finished.wait = 2 * time.Second
+	c.nodes[0].finished.mu.Unlock()
+	dev := offlineSession(t, addrs[0], "unacked", "ua/#", 1)
+	waitOwner(t, c, "unacked", "node-0")
+	pub := dial(t, addrs[third], "unacked-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "ua/x", QoS: 1, Payload: []byte(fmt.Sprintf("a-%04d", i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The session moves to the victim, which dies with it before it
+	// could acknowledge the answer (nor deliver or store anything).
+	ackFinishLoss.Store(true)
+	t.Cleanup(func() { ackFinishLoss.Store(false) })
+	victimDev := newDeviceState()
+	victimDev.lose = 100
+	a, ack := rawConnect(t, addrs[victim], "unacked", victimDev, false, 600)
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0 at the victim, want 1")
+	}
+	waitOwner(t, c, "unacked", c.nodes[victim].ID())
+	srv := c.nodes[victim].brk.Load()
+	c.kill(victim)
+	a.nc.Close()
+	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
+	srv.Close(closeCtx)
+	cancelClose()
+	ackFinishLoss.Store(false)
+	b, ack := rawConnect(t, addrs[third], "unacked", dev, false, 600)
+	defer b.disconnect()
+	if !ack.SessionPresent {
+		t.Fatal("CONNACK: session present 0, want 1")
+	}
+	waitDeliveries(t, dev, "a", 5)
+}

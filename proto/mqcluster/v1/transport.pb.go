@@ -850,7 +850,12 @@ type TakeOverRequest struct {
 	// old owner keeps collecting messages for it until the new owner, having
 	// routed the subscriptions, sends finish: then the old owner ends its
 	// copy and returns what it collected meanwhile.
-	Finish        bool `protobuf:"varint,4,opt,name=finish,proto3" json:"finish,omitempty"`
+	Finish bool `protobuf:"varint,4,opt,name=finish,proto3" json:"finish,omitempty"`
+	// ack, with finish: the new owner has the answer to its finish. Until
+	// then the old owner keeps that answer for a retry; an answer that no
+	// one acknowledges in time goes to the session's owner as a hand-on
+	// (the new owner may have died, or given up on a slow link, with it).
+	Ack           bool `protobuf:"varint,5,opt,name=ack,proto3" json:"ack,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -909,6 +914,13 @@ func (x *TakeOverRequest) GetEpoch() uint64 {
 func (x *TakeOverRequest) GetFinish() bool {
 	if x != nil {
 		return x.Finish
+	}
+	return false
+}
+
+func (x *TakeOverRequest) GetAck() bool {
+	if x != nil {
+		return x.Ack
 	}
 	return false
 }
@@ -1490,12 +1502,13 @@ const file_mqcluster_v1_transport_proto_rawDesc = "" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12-\n" +
 	"\x04code\x18\x02 \x01(\x0e2\x19.mqcluster.v1.ProposeCodeR\x04code\x12\x14\n" +
 	"\x05error\x18\x03 \x01(\tR\x05error\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"y\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"\x8b\x01\n" +
 	"\x0fTakeOverRequest\x12\x1b\n" +
 	"\tclient_id\x18\x01 \x01(\tR\bclientId\x12\x1b\n" +
 	"\tnew_owner\x18\x02 \x01(\tR\bnewOwner\x12\x14\n" +
 	"\x05epoch\x18\x03 \x01(\x04R\x05epoch\x12\x16\n" +
-	"\x06finish\x18\x04 \x01(\bR\x06finish\"G\n" +
+	"\x06finish\x18\x04 \x01(\bR\x06finish\x12\x10\n" +
+	"\x03ack\x18\x05 \x01(\bR\x03ack\"G\n" +
 	"\x10TakeOverResponse\x12\x14\n" +
 	"\x05state\x18\x01 \x01(\fR\x05state\x12\x1d\n" +
 	"\n" +
