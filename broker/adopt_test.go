@@ -194,22 +194,31 @@ func TestMessagesHandedBackAfterAMoveAreDelivered(t *testing.T) {
 	}
 }
 
+// movedToNode7 runs a server whose session "leaver" (subscribed to l/#
+// at QoS 1) moved away: its first step went to firstStepTo, its second
+// step ended it for node-7, to which what reaches it for a minute goes on.
+func movedToNode7(t *testing.T, firstStepTo string) (*moveCluster, *testServer) {
+	t.Helper()
+	mc := &moveCluster{record: SessionRecord{ClientID: "leaver", Version: byte(packet.V5), Expiry: 600,
+		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
+	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
+	dialV5(t, srv.addr, "leaver", resume)
+	if _, ok := srv.HandOver("leaver", firstStepTo); !ok {
+		t.Fatal("no session handed over")
+	}
+	if _, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return mc, srv
+}
+
 // The node a session leaves passes on what reaches it for the session from
 // the moment the session is gone, not a moment later: a forwarded message
 // arriving in between would find no subscriber and be acknowledged for
 // no one (jepsen-lite: messages acknowledged just as their subscriber
 // moved, lost).
 func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
-	mc := &moveCluster{record: SessionRecord{ClientID: "leaver", Version: byte(packet.V5), Expiry: 600,
-		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
-	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	dialV5(t, srv.addr, "leaver", resume)
-	if _, ok := srv.HandOver("leaver", "node-9"); !ok {
-		t.Fatal("no session handed over")
-	}
-	if _, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	mc, srv := movedToNode7(t, "node-9")
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	if err := srv.DeliverForwarded(ctx, &Message{Topic: "l/x", Payload: []byte("late"), QoS: 1, Node: "node-5", ID: 1}); err != nil {
@@ -227,16 +236,7 @@ func TestFinishedMovePassesOnFromTheStart(t *testing.T) {
 // its node has its acknowledgement already, so it goes to the owner by the
 // hand-on, which tries until the owner has it.
 func TestForwardedMessageNotPassedOnIsHandedOn(t *testing.T) {
-	mc := &moveCluster{record: SessionRecord{ClientID: "leaver", Version: byte(packet.V5), Expiry: 600,
-		Subscriptions: []Subscription{{Filter: "l/#", Real: "l/#", Opts: packet.SubOptions{QoS: 1}}}}}
-	srv := startServer(t, nil, func(o *Options) { o.Cluster = mc })
-	dialV5(t, srv.addr, "leaver", resume)
-	if _, ok := srv.HandOver("leaver", "node-7"); !ok {
-		t.Fatal("no session handed over")
-	}
-	if _, err := srv.FinishHandOverTo("leaver", "node-7", time.Minute); err != nil {
-		t.Fatal(err)
-	}
+	mc, srv := movedToNode7(t, "node-7")
 	mc.failPassOns.Store(1)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -115,6 +115,16 @@ func (c *testCluster) kill(i int) {
 	c.nodes[i] = nil
 }
 
+// killWithBroker is kill, then closes the broker node i ran (a crash takes
+// both).
+func (c *testCluster) killWithBroker(i int) {
+	srv := c.nodes[i].brk.Load()
+	c.kill(i)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	srv.Close(ctx)
+}
+
 // restart starts node i again on its data directory, joining through the
 // live nodes.
 func (c *testCluster) restart(i int) {

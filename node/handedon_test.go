@@ -246,10 +246,7 @@ func TestHandedOnDuringTheClaimReachTheArrivingSession(t *testing.T) {
 // session in a jepsen-lite scenario).
 func TestHandedOnForASessionThatEndedHereAreNotPassedOn(t *testing.T) {
 	c, addrs := brokerCluster(t)
-	old := newDeviceState()
-	a, _ := rawConnect(t, addrs[0], "short", old, true, 1)
-	a.subscribe("short/#", 1)
-	a.disconnect()
+	offlineSessionFor(t, addrs[0], "short", "short/#", 1, 1)
 	eventually(t, 10*time.Second, func() error {
 		if _, ok := c.nodes[0].FSM().Session("short"); ok {
 			return fmt.Errorf("the expired session is still recorded")

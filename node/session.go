@@ -523,9 +523,10 @@ func (n *Node) ClearWill(id string) {
 	n.ops.add("w/"+id, &pb.Command{Op: &pb.Command_WillClear{WillClear: &pb.WillClear{WillId: id}}})
 }
 
-// finishedMoves keeps the answer to the second step of each move for a
-// while: when it is lost on the way (the new owner gave up waiting), the
-// retry gets the same session, which this node has already ended.
+// finishedMoves keeps the answer to the second step of each move until
+// the new owner acknowledges it, or wait passes and it is handed on: when
+// it is lost on the way (the new owner gave up waiting), the retry gets
+// the same session, which this node has already ended.
 type finishedMoves struct {
 	mu sync.Mutex
 	m  map[string]*finishedMove
@@ -538,12 +539,8 @@ type finishedMoves struct {
 type finishedMove struct {
 	epoch uint64
 	state []byte
-	at    time.Time
 	timer *time.Timer
 }
-
-// keepFinished is how long an answer is kept for a retry.
-const keepFinished = 2 * time.Minute
 
 // keepUnacked is how long an answer waits for the new owner's
 // acknowledgement before it goes to the session's owner as a hand-on: past
@@ -555,12 +552,6 @@ const keepUnacked = 30 * time.Second
 // way) gets the same answer again until the new owner acknowledges it.
 func (f *finishedMoves) finish(id string, epoch uint64, end func() ([]byte, error)) ([]byte, error) {
 	f.mu.Lock()
-	now := time.Now()
-	for k, v := range f.m {
-		if now.Sub(v.at) > keepFinished {
-			delete(f.m, k)
-		}
-	}
 	if v, ok := f.m[id]; ok && v.epoch == epoch {
 		f.mu.Unlock()
 		return v.state, nil
@@ -575,7 +566,7 @@ func (f *finishedMoves) finish(id string, epoch uint64, end func() ([]byte, erro
 		if f.m == nil {
 			f.m = map[string]*finishedMove{}
 		}
-		fm := &finishedMove{epoch: epoch, state: state, at: now}
+		fm := &finishedMove{epoch: epoch, state: state}
 		fm.timer = time.AfterFunc(f.wait, func() { f.expire(id, fm) })
 		if old := f.m[id]; old != nil && old.timer != nil {
 			old.timer.Stop()

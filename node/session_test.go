@@ -78,8 +78,15 @@ func claimAt(t *testing.T, c *testCluster, clientID string, i int, at time.Time)
 // filter, with no connection, and returns the device that reads it.
 func offlineSession(t *testing.T, addr, id, filter string, qos byte) *deviceState {
 	t.Helper()
+	return offlineSessionFor(t, addr, id, filter, qos, 600)
+}
+
+// offlineSessionFor is offlineSession with a session expiry of expiry
+// seconds.
+func offlineSessionFor(t *testing.T, addr, id, filter string, qos byte, expiry uint32) *deviceState {
+	t.Helper()
 	dev := newDeviceState()
-	a, _ := rawConnect(t, addr, id, dev, true, 600)
+	a, _ := rawConnect(t, addr, id, dev, true, expiry)
 	a.subscribe(filter, qos)
 	a.disconnect()
 	return dev
@@ -705,16 +712,45 @@ func TestRestOfAMoveGoesToTheOwnerWhenTheNewNodeDies(t *testing.T) {
 		// whose broker keeps it in memory only: not the case under test.
 		t.Skip("the move ended before node 1 could die in the middle of it")
 	}
-	srv1 := c.nodes[1].brk.Load()
-	c.kill(1)
-	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
-	srv1.Close(closeCtx)
-	cancelClose()
+	c.killWithBroker(1)
 	_, ack := rawConnect(t, addrs[2], "rest", dev, false, 600)
 	if !ack.SessionPresent {
 		t.Fatal("CONNACK: session present 0, want 1")
 	}
 	waitDeliveries(t, dev, "r", 5)
+}
+
+// firstStepToADeadNode leaves on node 0 an offline session of clientID
+// (subscribed to clientID/#) with 5 QoS 1 messages, prefix-0000 to
+// prefix-0004, published on a third node; then a node other than the
+// leader (the victim) claims the session, takes the move's first step and
+// dies before its broker installs it. It returns the victim's id, the
+// third node and the session's device.
+func firstStepToADeadNode(t *testing.T, c *testCluster, addrs []string, clientID, prefix string) (string, int, *deviceState) {
+	t.Helper()
+	victim := 1
+	if c.leader(5*time.Second) == c.nodes[1] {
+		victim = 2
+	}
+	third := 3 - victim
+	victimID := c.nodes[victim].ID()
+	dev := offlineSession(t, addrs[0], clientID, clientID+"/#", 1)
+	waitOwner(t, c, clientID, "node-0")
+	pub := dial(t, addrs[third], clientID+"-pub")
+	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+	defer cancel()
+	for i := range 5 {
+		if _, err := pub.Publish(ctx, &paho.Publish{Topic: clientID + "/x", QoS: 1, Payload: []byte(fmt.Sprintf("%s-%04d", prefix, i))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lateClaim(t, c, clientID, victim)
+	s, _ := c.nodes[victim].FSM().Session(clientID)
+	if _, err := (sessions{c.nodes[0]}).TakeOver(ctx, &pb.TakeOverRequest{ClientId: clientID, NewOwner: victimID, Epoch: s.Epoch}); err != nil {
+		t.Fatal(err)
+	}
+	c.killWithBroker(victim)
+	return victimID, third, dev
 }
 
 // A node dies in the middle of a move: it took the session's queue with
@@ -727,34 +763,7 @@ func TestRestOfAMoveGoesToTheOwnerWhenTheNewNodeDies(t *testing.T) {
 // subscriber in a jepsen-lite kill run).
 func TestFirstStepOfAMoveToANodeThatDiedGoesToTheOwner(t *testing.T) {
 	c, addrs := brokerCluster(t)
-	victim := 1
-	if c.leader(5*time.Second) == c.nodes[1] {
-		victim = 2
-	}
-	third := 3 - victim
-	victimID := c.nodes[victim].ID()
-	dev := offlineSession(t, addrs[0], "mid", "mid/#", 1)
-	waitOwner(t, c, "mid", "node-0")
-	pub := dial(t, addrs[third], "mid-pub")
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	for i := range 5 {
-		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "mid/x", QoS: 1, Payload: []byte(fmt.Sprintf("m-%04d", i))}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	// The victim claims the session and takes the move's first step, then
-	// dies before its broker has installed it.
-	lateClaim(t, c, "mid", victim)
-	s, _ := c.nodes[victim].FSM().Session("mid")
-	if _, err := (sessions{c.nodes[0]}).TakeOver(ctx, &pb.TakeOverRequest{ClientId: "mid", NewOwner: victimID, Epoch: s.Epoch}); err != nil {
-		t.Fatal(err)
-	}
-	srv := c.nodes[victim].brk.Load()
-	c.kill(victim)
-	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
-	srv.Close(closeCtx)
-	cancelClose()
+	victimID, third, dev := firstStepToADeadNode(t, c, addrs, "mid", "m")
 	eventually(t, 20*time.Second, func() error {
 		if nd, _ := c.nodes[0].FSM().Node(victimID); nd.State != fsm.NodeDown {
 			return fmt.Errorf("%s not recorded down yet", victimID)
@@ -781,11 +790,7 @@ func TestMoveFromADeadNodeDoesNotHoldDeliveries(t *testing.T) {
 	}
 	victimID := c.nodes[victim].ID()
 	dev := offlineSession(t, addrs[victim], "orphan", "orphan/#", 1)
-	srv := c.nodes[victim].brk.Load()
-	c.kill(victim)
-	closeCtx, cancelClose := context.WithTimeout(context.Background(), 5*time.Second)
-	srv.Close(closeCtx)
-	cancelClose()
+	c.killWithBroker(victim)
 	rawConnect(t, addrs[next], "orphan", dev, false, 600)
 	waitNoRoutes(t, c.nodes[2].FSM(), victimID)
 	pub := dial(t, addrs[2], "orphan-pub")
@@ -1398,10 +1403,7 @@ func TestWillOfAnUnconfirmedRegistrationIsPublishedOnce(t *testing.T) {
 // the copy expired with them).
 func TestCopyOfASessionClaimedElsewhereOutlivesItsExpiry(t *testing.T) {
 	c, addrs := brokerCluster(t)
-	dev := newDeviceState()
-	a, _ := rawConnect(t, addrs[1], "outlive", dev, true, 2)
-	a.subscribe("ol/#", 1)
-	a.disconnect()
+	dev := offlineSessionFor(t, addrs[1], "outlive", "ol/#", 1, 2)
 	waitOwner(t, c, "outlive", "node-1")
 	pub := dial(t, addrs[0], "outlive-pub")
 	publishN(t, pub, "ol/x", "ol", 0, 3)
@@ -1500,32 +1502,7 @@ func TestSessionOutlivesItsExpiryWhileItsNodeIsCutOff(t *testing.T) {
 // have stored it: 16 messages lost in a jepsen-lite kill run).
 func TestFirstStepOfAMoveThatNeverFinishedGoesToTheOwner(t *testing.T) {
 	c, addrs := brokerCluster(t, func(cfg *Config) { cfg.NodeDownAfter = time.Minute })
-	victim := 1
-	if c.leader(5*time.Second) == c.nodes[1] {
-		victim = 2
-	}
-	third := 3 - victim
-	victimID := c.nodes[victim].ID()
-	dev := offlineSession(t, addrs[0], "unfinished", "unf/#", 1)
-	waitOwner(t, c, "unfinished", "node-0")
-	pub := dial(t, addrs[third], "unfinished-pub")
-	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
-	defer cancel()
-	for i := range 5 {
-		if _, err := pub.Publish(ctx, &paho.Publish{Topic: "unf/x", QoS: 1, Payload: []byte(fmt.Sprintf("u-%04d", i))}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	lateClaim(t, c, "unfinished", victim)
-	s, _ := c.nodes[victim].FSM().Session("unfinished")
-	if _, err := (sessions{c.nodes[0]}).TakeOver(ctx, &pb.TakeOverRequest{ClientId: "unfinished", NewOwner: victimID, Epoch: s.Epoch}); err != nil {
-		t.Fatal(err)
-	}
-	srv := c.nodes[victim].brk.Load()
-	c.kill(victim)
-	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
-	srv.Close(closeCtx)
-	cancelClose()
+	victimID, third, dev := firstStepToADeadNode(t, c, addrs, "unfinished", "u")
 	b, ack := rawConnect(t, addrs[third], "unfinished", dev, false, 600)
 	defer b.disconnect()
 	if !ack.SessionPresent {
@@ -1574,12 +1551,8 @@ func TestUnacknowledgedAnswerOfAMoveGoesToTheOwner(t *testing.T) {
 		t.Fatal("CONNACK: session present 0 at the victim, want 1")
 	}
 	waitOwner(t, c, "unacked", c.nodes[victim].ID())
-	srv := c.nodes[victim].brk.Load()
-	c.kill(victim)
+	c.killWithBroker(victim)
 	a.nc.Close()
-	closeCtx, cancelClose := context.WithTimeout(ctx, 5*time.Second)
-	srv.Close(closeCtx)
-	cancelClose()
 	ackFinishLoss.Store(false)
 	b, ack := rawConnect(t, addrs[third], "unacked", dev, false, 600)
 	defer b.disconnect()
